@@ -1,0 +1,16 @@
+//! What every orders component shares: the contract types, the rules that
+//! make them valid, the JSON error shape, HTTP helpers and the typed client of
+//! the sidecar. An endpoint crate parses its input with these, makes one
+//! sidecar call and shapes the answer; it never re-checks what a type holds.
+
+pub mod clock;
+pub mod error;
+pub mod order;
+pub mod preconditions;
+pub mod request;
+pub mod respond;
+pub mod sidecar;
+
+pub use error::{ApiError, FieldError};
+pub use order::{NewOrder, Order, OrderId, OrderPatch};
+pub use sidecar::SidecarClient;

@@ -1,0 +1,186 @@
+//! The typed client of the sidecar's internal API (`docs/sidecar-api.md`).
+//!
+//! Components reach the sidecar over outbound HTTP, the one door Spin gives
+//! them; its URL and bearer token are Spin variables so the same component
+//! runs beside a local sidecar or a remote one over TLS.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use spin_sdk::http::{Method, Request, Response, send};
+
+use crate::error::ApiError;
+use crate::order::{NewOrder, Order, OrderId};
+use crate::request::IdempotencyKey;
+
+const COLLECTION: &str = "orders";
+
+/// How a create ended: a new order, or the replay of an earlier one.
+#[derive(Debug, Deserialize)]
+pub struct Created {
+    pub doc: Order,
+    pub replayed: bool,
+}
+
+#[derive(Deserialize)]
+struct OneDoc {
+    doc: Order,
+}
+
+#[derive(Deserialize)]
+struct ManyDocs {
+    docs: Vec<Order>,
+}
+
+#[derive(Deserialize)]
+struct SidecarError {
+    error: String,
+    #[serde(default)]
+    message: String,
+}
+
+pub struct SidecarClient {
+    base_url: String,
+    token: String,
+    request_id: Option<String>,
+}
+
+impl SidecarClient {
+    /// Reads the sidecar's address and token from the Spin variables
+    /// `sidecar_url` and `sidecar_token`, and carries the caller's request id
+    /// so the sidecar logs under the same id.
+    pub fn from_request(request: &Request) -> Result<Self, ApiError> {
+        let variable = |name: &str| {
+            spin_sdk::variables::get(name).map_err(|e| {
+                ApiError::unavailable(format!("The component is missing its '{name}' setting: {e}"))
+            })
+        };
+        Ok(Self {
+            base_url: variable("sidecar_url")?.trim_end_matches('/').to_owned(),
+            token: variable("sidecar_token")?,
+            request_id: request
+                .header("x-request-id")
+                .and_then(|value| value.as_str())
+                .map(str::to_owned),
+        })
+    }
+
+    /// Whether the sidecar can reach its store right now.
+    pub async fn store_ready(&self) -> Result<(), ApiError> {
+        let response = self.call(Method::Get, "/v1/ready", None).await?;
+        Self::decode::<Value>(response).map(drop)
+    }
+
+    pub async fn get_order(&self, order_id: &OrderId) -> Result<Option<Order>, ApiError> {
+        let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
+        let response = self.call(Method::Get, &path, None).await?;
+        match *response.status() {
+            404 => Ok(None),
+            _ => Ok(Some(Self::decode::<OneDoc>(response)?.doc)),
+        }
+    }
+
+    pub async fn list_orders(&self, after: Option<&OrderId>, limit: u32) -> Result<Vec<Order>, ApiError> {
+        let mut path = format!("/v1/docs/{COLLECTION}?limit={limit}");
+        if let Some(after) = after {
+            path.push_str("&after=");
+            path.push_str(after.as_str());
+        }
+        let response = self.call(Method::Get, &path, None).await?;
+        Ok(Self::decode::<ManyDocs>(response)?.docs)
+    }
+
+    /// Inserts the order, or with a key returns the order that key first
+    /// created. The sidecar decides atomically, so concurrent retries on
+    /// different instances still create one order.
+    pub async fn create_order(
+        &self,
+        order: &NewOrder,
+        key: Option<&IdempotencyKey>,
+        now: &str,
+    ) -> Result<Created, ApiError> {
+        let mut fields = order.fields().clone();
+        fields.insert("created_at".into(), Value::from(now));
+        fields.insert("updated_at".into(), Value::from(now));
+        let mut body = json!({ "fields": fields });
+        if let Some(key) = key {
+            body["idempotency"] = json!({ "key": key.as_str(), "fingerprint": order.fingerprint() });
+        }
+        let response = self.call(Method::Post, &format!("/v1/docs/{COLLECTION}"), Some(body)).await?;
+        if *response.status() == 409 {
+            return Err(ApiError::conflict(
+                "This Idempotency-Key was already used with a different request body",
+            ));
+        }
+        Self::decode(response)
+    }
+
+    /// Applies `set` (plus `updated_at`) and bumps the version, if the order
+    /// exists and, when `if_version` is given, is still at that version.
+    pub async fn update_order(
+        &self,
+        order_id: &OrderId,
+        set: &Map<String, Value>,
+        if_version: Option<i64>,
+        now: &str,
+    ) -> Result<Order, ApiError> {
+        let mut set = set.clone();
+        set.insert("updated_at".into(), Value::from(now));
+        let body = json!({ "set": set, "if_version": if_version });
+        let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
+        let response = self.call(Method::Patch, &path, Some(body)).await?;
+        Self::expect_found(&response)?;
+        Ok(Self::decode::<OneDoc>(response)?.doc)
+    }
+
+    pub async fn delete_order(&self, order_id: &OrderId, if_version: Option<i64>) -> Result<(), ApiError> {
+        let mut path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
+        if let Some(version) = if_version {
+            path.push_str(&format!("?if_version={version}"));
+        }
+        let response = self.call(Method::Delete, &path, None).await?;
+        Self::expect_found(&response)?;
+        Self::decode::<Value>(response).map(drop)
+    }
+
+    /// 404 and 412 from a write are answers for the client, not faults.
+    fn expect_found(response: &Response) -> Result<(), ApiError> {
+        match *response.status() {
+            404 => Err(ApiError::order_not_found()),
+            412 => Err(ApiError::precondition_failed()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response, ApiError> {
+        let mut builder = Request::builder();
+        builder
+            .method(method)
+            .uri(format!("{}{path}", self.base_url))
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(request_id) = &self.request_id {
+            builder.header("x-request-id", request_id.as_str());
+        }
+        if let Some(body) = body {
+            builder.header("content-type", "application/json").body(body.to_string());
+        }
+        send::<_, Response>(builder.build())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("The order store cannot be reached: {e}")))
+    }
+
+    /// Decodes a 2xx body; any other status is the sidecar's fault (or its
+    /// store's), reported as 503 so the client retries rather than gives up.
+    fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
+        let status = *response.status();
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(response.body()).map_err(|e| {
+                ApiError::unavailable(format!("The order store gave an unreadable answer: {e}"))
+            });
+        }
+        let detail = serde_json::from_slice::<SidecarError>(response.body())
+            .map(|e| format!("{}: {}", e.error, e.message))
+            .unwrap_or_else(|_| format!("status {status}"));
+        Err(ApiError::unavailable(format!("The order store is unavailable ({detail}); retry shortly")))
+    }
+}

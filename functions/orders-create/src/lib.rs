@@ -1,0 +1,29 @@
+//! `POST /orders`: validates a new order and stores it once, even when the
+//! client retries with the same Idempotency-Key.
+
+use orders_common::clock::now_rfc3339;
+use orders_common::request::{IdempotencyKey, json_body};
+use orders_common::respond::{finish, json};
+use orders_common::{ApiError, NewOrder, SidecarClient};
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle(request: Request) -> Response {
+    finish(create_order(request).await)
+}
+
+async fn create_order(request: Request) -> Result<Response, ApiError> {
+    let key = IdempotencyKey::from_request(&request)?;
+    let new_order = NewOrder::parse(&json_body(&request)?)?;
+    let sidecar = SidecarClient::from_request(&request)?;
+    let created = sidecar.create_order(&new_order, key.as_ref(), &now_rfc3339()).await?;
+    let order = created.doc;
+    let mut headers = vec![("location", order.location()), ("etag", order.etag())];
+    if created.replayed {
+        headers.push(("idempotent-replayed", "true".to_owned()));
+    }
+    let body = json!({ "message": "Order created successfully", "order": order });
+    Ok(json(201, &body, &headers))
+}

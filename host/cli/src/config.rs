@@ -1,0 +1,169 @@
+//! Configuration: flags, then `ORDERS_*` environment variables, then a TOML
+//! file (`--config` / `ORDERS_CONFIG`), then defaults. The file is applied
+//! by setting the environment variables it names that are not already set,
+//! so every source goes through clap's one set of validators.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use orders_sidecar::SidecarConfig;
+use orders_sidecar::store::mongo::MongoSettings;
+
+/// Loads `--config FILE` (or `ORDERS_CONFIG`) into the environment.
+pub fn apply_config_file(args: &[String]) -> Result<()> {
+    let from_flag = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).cloned();
+    let from_flag = from_flag.or_else(|| args.iter().find_map(|a| a.strip_prefix("--config=").map(str::to_owned)));
+    let Some(path) = from_flag.or_else(|| std::env::var("ORDERS_CONFIG").ok()) else { return Ok(()) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {path}"))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("config file {path} is not valid TOML"))?;
+    for (key, value) in table {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            bail!("config file {path}: unknown key {key:?}; known keys: {}", KNOWN_KEYS.join(", "));
+        }
+        let env_name = format!("ORDERS_{}", key.to_ascii_uppercase());
+        if std::env::var_os(&env_name).is_none() {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Array(items) => items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(","),
+                other => other.to_string(),
+            };
+            // SAFETY: called at the start of main, before any thread exists.
+            unsafe { std::env::set_var(env_name, value) };
+        }
+    }
+    Ok(())
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "listen", "data_dir", "manifest", "mongo_uri", "mongo_database", "mongo_pool_size", "mongo_read_preference",
+    "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
+    "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances",
+];
+
+/// Where the stores are, shared by `up`, `sidecar` and `cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreOptions {
+    /// Directory for the embedded store and compiled components.
+    #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+    /// MongoDB URI (credentials and authSource allowed); the embedded store is used when absent.
+    #[arg(long, env = "ORDERS_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<String>,
+    /// MongoDB database name.
+    #[arg(long, env = "ORDERS_MONGO_DATABASE", default_value = "orders_db")]
+    pub mongo_database: String,
+    /// Maximum MongoDB connections per sidecar.
+    #[arg(long, env = "ORDERS_MONGO_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub mongo_pool_size: u32,
+    /// Read preference: primary, primaryPreferred, secondary, secondaryPreferred or nearest.
+    #[arg(long, env = "ORDERS_MONGO_READ_PREFERENCE", default_value = "primary",
+          value_parser = ["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"])]
+    pub mongo_read_preference: String,
+    /// Write concern: "majority" or a number of nodes.
+    #[arg(long, env = "ORDERS_MONGO_WRITE_CONCERN", default_value = "majority")]
+    pub mongo_write_concern: String,
+    /// Connect and server-selection timeout for MongoDB, in milliseconds.
+    #[arg(long, env = "ORDERS_MONGO_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60000))]
+    pub mongo_timeout_ms: u64,
+    /// Redis URL for the shared cache; an in-process cache is used when absent.
+    #[arg(long, env = "ORDERS_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// How long cached orders and pages live, in seconds.
+    #[arg(long, env = "ORDERS_CACHE_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub cache_ttl_secs: u64,
+    /// Upper bound on one store operation, in milliseconds; past it the API answers 503 + Retry-After.
+    #[arg(long, env = "ORDERS_STORE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120000))]
+    pub store_timeout_ms: u64,
+}
+
+impl StoreOptions {
+    pub fn sidecar_config(&self, token: &str) -> SidecarConfig {
+        let timeout = Duration::from_millis(self.mongo_timeout_ms);
+        SidecarConfig {
+            token: token.to_owned(),
+            data_dir: self.data_dir.join("store"),
+            mongo: self.mongo_uri.as_ref().map(|uri| MongoSettings {
+                uri: uri.clone(),
+                database: self.mongo_database.clone(),
+                max_pool_size: self.mongo_pool_size,
+                connect_timeout: timeout,
+                server_selection_timeout: timeout,
+                write_concern: self.mongo_write_concern.clone(),
+                read_preference: self.mongo_read_preference.clone(),
+            }),
+            redis_url: self.redis_url.clone(),
+            redis_namespace: format!("orders:{}", self.mongo_database),
+            cache_ttl: Duration::from_secs(self.cache_ttl_secs),
+            cache_max_entries: 100_000,
+            store_timeout: Duration::from_millis(self.store_timeout_ms),
+            collections: vec!["orders".to_owned()],
+        }
+    }
+
+    /// The same options as command-line flags, for child processes.
+    pub fn to_args(&self, data_dir: &Path) -> Vec<String> {
+        vec![
+            "--data-dir".into(), data_dir.display().to_string(),
+            "--mongo-database".into(), self.mongo_database.clone(),
+            "--mongo-pool-size".into(), self.mongo_pool_size.to_string(),
+            "--mongo-read-preference".into(), self.mongo_read_preference.clone(),
+            "--mongo-write-concern".into(), self.mongo_write_concern.clone(),
+            "--mongo-timeout-ms".into(), self.mongo_timeout_ms.to_string(),
+            "--cache-ttl-secs".into(), self.cache_ttl_secs.to_string(),
+            "--store-timeout-ms".into(), self.store_timeout_ms.to_string(),
+        ]
+    }
+
+    /// URIs may hold passwords: they reach child processes by environment,
+    /// not argv, which `ps` shows to every user.
+    pub fn secret_env(&self) -> HashMap<&'static str, String> {
+        let mut env = HashMap::new();
+        if let Some(uri) = &self.mongo_uri {
+            env.insert("ORDERS_MONGO_URI", uri.clone());
+        }
+        if let Some(url) = &self.redis_url {
+            env.insert("ORDERS_REDIS_URL", url.clone());
+        }
+        env
+    }
+}
+
+/// How the runner serves the components.
+#[derive(Debug, Clone, Args)]
+pub struct RunnerOptions {
+    /// The Spin manifest to serve.
+    #[arg(long, env = "ORDERS_MANIFEST", default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    /// Component instances alive at once (pooling allocator slots); more requests queue.
+    #[arg(long, env = "ORDERS_MAX_INSTANCES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_instances: u32,
+    /// Largest request body the runner reads, in bytes (the API itself limits orders to 64 KiB).
+    #[arg(long, env = "ORDERS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Do not build the components, even if they are missing or older than their sources.
+    #[arg(long, env = "ORDERS_NO_BUILD")]
+    pub no_build: bool,
+}
+
+/// Binds `address`, turning "address in use" into a message that says what to do.
+pub async fn bind(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|error| match error.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "port {} on {} is already in use by another process (find it with `ss -ltnp 'sport = :{}'`); \
+             stop it or choose another address with {flag}",
+            address.port(), address.ip(), address.port()
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "not allowed to listen on {address}; ports below 1024 need privileges: choose another with {flag}"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {address} ({flag}): {error}"),
+    })
+}
+
+pub fn manifest_dir(manifest: &Path) -> PathBuf {
+    manifest.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}

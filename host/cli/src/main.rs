@@ -1,0 +1,67 @@
+//! `orders`: run the orders API on the project's Spin-compatible runner.
+
+mod cluster;
+mod components;
+mod config;
+mod run;
+mod seed;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "orders", version, about = "The orders API as WebAssembly components: run, scale out, seed.",
+    long_about = "The orders API as WebAssembly components, served by a Spin-compatible runner with a \
+                  native sidecar for MongoDB/Redis (or embedded defaults).\n\nEvery flag can also be set \
+                  with an ORDERS_* environment variable (shown in each flag's help) or a key of the TOML \
+                  file given with --config / ORDERS_CONFIG (flag names with '_' for '-').")]
+struct Cli {
+    /// TOML file with default settings (keys like data_dir, mongo_uri, redis_url).
+    #[arg(long, global = true, env = "ORDERS_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Log filter, e.g. info, warn, access=off (JSON logs go to stderr).
+    #[arg(long, global = true, env = "ORDERS_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the components if needed, start runner + sidecar, print the URL.
+    Up(run::UpArgs),
+    /// Run only the sidecar (for use beside `spin up`, or shared by several instances).
+    Sidecar(run::SidecarArgs),
+    /// Run only the runner, with a sidecar elsewhere (one instance of a cluster).
+    Serve(run::ServeArgs),
+    /// Start nginx in front of N runner instances sharing one sidecar.
+    Cluster(cluster::ClusterArgs),
+    /// Fill the store with N realistic fake orders through the API.
+    Seed(seed::SeedArgs),
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    config::apply_config_file(&args)?;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => run::up(args).await,
+            Command::Sidecar(args) => run::sidecar(args).await,
+            Command::Serve(args) => run::serve(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
+            Command::Seed(args) => seed::run(args).await,
+        }
+    });
+    if let Err(error) = &result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

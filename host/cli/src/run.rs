@@ -1,0 +1,162 @@
+//! `up`, `serve` and `sidecar`: the long-running processes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use bytes::Bytes;
+use clap::Args;
+use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource, RunnerMetrics};
+use orders_sidecar::{Sidecar, call_router};
+use orders_telemetry::Registry;
+
+use crate::components::build_if_stale;
+use crate::config::{RunnerOptions, StoreOptions, bind};
+
+/// How long in-flight requests may run after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address of the API.
+    #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Address where the sidecar also listens, for tools and `spin up` beside it (port 0 picks one).
+    #[arg(long, env = "ORDERS_SIDECAR_LISTEN", default_value = "127.0.0.1:0")]
+    pub sidecar_listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreOptions,
+    #[command(flatten)]
+    pub runner: RunnerOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Address of the sidecar's internal API.
+    #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:7071")]
+    pub listen: SocketAddr,
+    /// Bearer token components must present.
+    #[arg(long, env = "ORDERS_SIDECAR_TOKEN", hide_env_values = true)]
+    pub sidecar_token: String,
+    #[command(flatten)]
+    pub store: StoreOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the API.
+    #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// URL of the sidecar the components call.
+    #[arg(long, env = "ORDERS_SIDECAR_URL")]
+    pub sidecar_url: String,
+    /// Bearer token of that sidecar.
+    #[arg(long, env = "ORDERS_SIDECAR_TOKEN", hide_env_values = true)]
+    pub sidecar_token: String,
+    /// Directory for compiled components.
+    #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
+    pub data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub runner: RunnerOptions,
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+pub fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 24]>())
+}
+
+struct SidecarInProcess(axum::Router);
+
+impl InProcessService for SidecarInProcess {
+    fn call(&self, request: http::Request<Bytes>) -> std::pin::Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>> {
+        Box::pin(call_router(self.0.clone(), request))
+    }
+}
+
+fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashMap<String, String>,
+    in_process: HashMap<String, Arc<dyn InProcessService>>, metrics: RunnerMetrics) -> Result<Arc<AppShared>> {
+    if !runner.no_build {
+        build_if_stale(&runner.manifest)?;
+    }
+    let manifest_path = if runner.manifest.is_absolute() { runner.manifest.clone() } else { std::env::current_dir()?.join(&runner.manifest) };
+    AppShared::load(
+        AppConfig {
+            manifest_path,
+            cache_dir: data_dir.join("compiled"),
+            variables,
+            max_instances: runner.max_instances,
+            in_process,
+        },
+        metrics,
+    )
+}
+
+pub async fn up(args: UpArgs) -> Result<()> {
+    let started = Instant::now();
+    let registry = Registry::default();
+    let token = random_token();
+    let sidecar = Sidecar::start(args.store.sidecar_config(&token), registry.clone()).await?;
+    let sidecar_listener = bind(args.sidecar_listen, "--sidecar-listen").await?;
+    let sidecar_address = sidecar_listener.local_addr()?;
+    let api_listener = bind(args.listen, "--listen").await?;
+
+    let sidecar_url = format!("http://{sidecar_address}");
+    let variables = HashMap::from([("sidecar_url".to_owned(), sidecar_url.clone()), ("sidecar_token".to_owned(), token)]);
+    let in_process: HashMap<String, Arc<dyn InProcessService>> =
+        HashMap::from([(sidecar_address.to_string(), Arc::new(SidecarInProcess(sidecar.router.clone())) as Arc<dyn InProcessService>)]);
+    let app = load_app(&args.runner, &args.store.data_dir, variables, in_process, RunnerMetrics::new(registry))?;
+    let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
+    let edge = Edge::new(app, args.runner.max_body_bytes, extra);
+
+    let address = api_listener.local_addr()?;
+    println!("orders is serving on http://{address} (sidecar on {sidecar_url}, ready in {} ms)", started.elapsed().as_millis());
+    let sidecar_server = tokio::spawn(serve_sidecar(sidecar_listener, sidecar.router.clone()));
+    orders_runner::serve(api_listener, edge, shutdown_signal(), DRAIN).await;
+    sidecar_server.abort();
+    Ok(())
+}
+
+async fn serve_sidecar(listener: tokio::net::TcpListener, router: axum::Router) {
+    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
+        tracing::error!(%error, "sidecar server stopped");
+    }
+}
+
+pub async fn sidecar(args: SidecarArgs) -> Result<()> {
+    if args.sidecar_token.len() < 16 {
+        anyhow::bail!("--sidecar-token / ORDERS_SIDECAR_TOKEN must be at least 16 characters");
+    }
+    let registry = Registry::default();
+    let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token), registry).await?;
+    let listener = bind(args.listen, "--listen").await?;
+    println!("orders-sidecar listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, sidecar.router).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let started = Instant::now();
+    let registry = Registry::default();
+    let variables = HashMap::from([
+        ("sidecar_url".to_owned(), args.sidecar_url.clone()),
+        ("sidecar_token".to_owned(), args.sidecar_token.clone()),
+    ]);
+    let app = load_app(&args.runner, &args.data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;
+    let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
+    let edge = Edge::new(app, args.runner.max_body_bytes, extra);
+    let listener = bind(args.listen, "--listen").await?;
+    println!("orders-instance listening on http://{} (ready in {} ms)", listener.local_addr()?, started.elapsed().as_millis());
+    orders_runner::serve(listener, edge, shutdown_signal(), DRAIN).await;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! One wasmtime `Engine` per process, with the pooling allocator, and
+//! components compiled once: the machine code is cached on disk keyed by
+//! the component's bytes and the engine's compatibility hash, so a restart
+//! only deserializes (milliseconds) instead of recompiling (hundreds).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Builds the engine. `max_instances` bounds how many component instances
+/// can be alive at once (concurrent requests, chained calls included).
+pub fn new_engine(max_instances: u32) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust component holds a handful of core instances, memories and
+    // tables (its module plus the canonical-ABI shims).
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 8)
+        .total_memories(max_instances * 2)
+        .total_tables(max_instances * 4)
+        .max_memory_size(256 << 20);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))
+}
+
+/// Loads a component, compiling it only if the cache has no code for these
+/// exact bytes under this engine configuration.
+pub fn load_component(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Component> {
+    let bytes = std::fs::read(wasm_path)
+        .with_context(|| format!("cannot read component {}", wasm_path.display()))?;
+    let cached = cache_path(engine, &bytes, cache_dir);
+    if cached.exists() {
+        // SAFETY: the cache directory only holds files this function wrote
+        // with `precompile_component` for this engine configuration.
+        match unsafe { Component::deserialize_file(engine, &cached) } {
+            Ok(component) => return Ok(component),
+            Err(error) => tracing::warn!(path = %cached.display(), %error, "discarding unusable cached component"),
+        }
+    }
+    let code = engine
+        .precompile_component(&bytes)
+        .map_err(|e| anyhow::anyhow!("cannot compile {}: {e}", wasm_path.display()))?;
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
+    let partial = cached.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&partial, &code).with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, &cached).with_context(|| format!("cannot write {}", cached.display()))?;
+    // SAFETY: `code` was produced just above by this engine.
+    unsafe { Component::deserialize(engine, &code) }
+        .map_err(|e| anyhow::anyhow!("cannot load compiled {}: {e}", wasm_path.display()))
+}
+
+fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
+    let mut engine_hash = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    let content = hex::encode(&Sha256::digest(bytes)[..16]);
+    cache_dir.join(format!("{content}-{:016x}.cwasm", engine_hash.finish()))
+}

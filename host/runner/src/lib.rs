@@ -1,0 +1,18 @@
+//! A Spin-compatible runner for the orders components: it reads the
+//! repository's `spin.toml` and serves every HTTP trigger on wasmtime, as
+//! `spin up` would, with the sidecar optionally answered in-process.
+
+pub mod app;
+pub mod engine;
+pub mod headers;
+pub mod manifest;
+pub mod metrics;
+pub mod outbound;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod variables;
+
+pub use app::{AppConfig, AppShared, InProcessService};
+pub use metrics::RunnerMetrics;
+pub use server::{Edge, MetricsSource, serve};

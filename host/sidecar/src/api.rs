@@ -1,0 +1,261 @@
+//! The sidecar's internal HTTP API, version 1 (`docs/sidecar-api.md`).
+//! Generic document operations on allow-listed collections; the business
+//! rules (what an order is) stay in the components.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::data::DataService;
+use crate::metrics::SidecarMetrics;
+use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
+
+pub const MAX_PAGE: u32 = 1001;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub data: Arc<DataService>,
+    pub metrics: SidecarMetrics,
+    pub token: Arc<str>,
+    pub collections: Arc<[String]>,
+}
+
+/// An API failure as `{"error": code, "message": …}`.
+pub struct ApiFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiFailure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message),
+            StoreError::Invalid(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", message),
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.code, "message": self.message }));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            (self.status, [(header::RETRY_AFTER, "1")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiFailure>;
+
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/ready", get(ready))
+        .route("/v1/docs/{collection}", get(list).post(insert))
+        .route("/v1/docs/{collection}/{id}", get(get_one).patch(update).delete(delete))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such sidecar endpoint") })
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        _ => ApiFailure::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required").into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Times and counts one operation, logging it under the caller's request id.
+async fn measured(state: &ApiState, operation: &'static str, headers: &HeaderMap, work: impl Future<Output = ApiResult>) -> Response {
+    let started = Instant::now();
+    let response = work.await.unwrap_or_else(IntoResponse::into_response);
+    let status = response.status().as_u16();
+    let outcome = if response.status().is_server_error() { "error" } else { "ok" };
+    state.metrics.operation(operation, outcome, started.elapsed());
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::debug!(target: "sidecar", request_id, operation, status, micros = started.elapsed().as_micros() as u64, "operation");
+    if status >= 500 {
+        tracing::warn!(target: "sidecar", request_id, operation, status, "operation failed");
+    }
+    response
+}
+
+fn check_collection(state: &ApiState, collection: &str) -> Result<(), ApiFailure> {
+    if state.collections.iter().any(|allowed| allowed == collection) {
+        Ok(())
+    } else {
+        Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_collection", format!("collection {collection:?} is not allowed")))
+    }
+}
+
+fn check_id(id: &str) -> Result<(), ApiFailure> {
+    if is_object_id(id) {
+        Ok(())
+    } else {
+        Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_id", "ids are 24 lowercase hexadecimal characters"))
+    }
+}
+
+fn json_text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn not_found() -> ApiFailure {
+    ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no document with this id")
+}
+
+fn version_mismatch() -> ApiFailure {
+    ApiFailure::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", "the document is at another version")
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    match state.data.ping().await {
+        Ok(()) => Json(json!({ "status": "ready", "store": state.data.store().backend(), "cache": state.data.cache_backend() })).into_response(),
+        Err(error) => ApiFailure::from(error).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut text = state.metrics.registry.render();
+    text.push_str(&crate::process_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(State(state): State<ApiState>, Path(collection): Path<String>, Query(query): Query<ListQuery>, headers: HeaderMap) -> Response {
+    measured(&state, "list", &headers, async {
+        check_collection(&state, &collection)?;
+        if let Some(after) = &query.after {
+            check_id(after)?;
+        }
+        let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+        let body = state.data.list_body(&collection, query.after.as_deref(), limit).await?;
+        Ok(json_text(StatusCode::OK, body))
+    })
+    .await
+}
+
+async fn get_one(State(state): State<ApiState>, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    measured(&state, "get", &headers, async {
+        check_collection(&state, &collection)?;
+        check_id(&id)?;
+        let body = state.data.get_body(&collection, &id).await?.ok_or_else(not_found)?;
+        Ok(json_text(StatusCode::OK, body))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InsertBody {
+    fields: Map<String, Value>,
+    idempotency: Option<IdempotencyBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdempotencyBody {
+    key: String,
+    fingerprint: String,
+}
+
+async fn insert(State(state): State<ApiState>, Path(collection): Path<String>, headers: HeaderMap, body: Json<InsertBody>) -> Response {
+    measured(&state, "insert", &headers, async {
+        check_collection(&state, &collection)?;
+        let Json(body) = body;
+        let idempotency = body.idempotency.map(|i| Idempotency { key: i.key, fingerprint: i.fingerprint });
+        match state.data.insert(&collection, body.fields, idempotency).await? {
+            InsertOutcome::Created(doc) => Ok((StatusCode::CREATED, Json(json!({ "doc": doc, "replayed": false }))).into_response()),
+            InsertOutcome::Replayed(doc) => Ok((StatusCode::OK, Json(json!({ "doc": doc, "replayed": true }))).into_response()),
+            InsertOutcome::KeyConflict => Err(ApiFailure::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "this idempotency key was used with another request",
+            )),
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    set: Map<String, Value>,
+    if_version: Option<i64>,
+}
+
+async fn update(
+    State(state): State<ApiState>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Json<UpdateBody>,
+) -> Response {
+    measured(&state, "update", &headers, async {
+        check_collection(&state, &collection)?;
+        check_id(&id)?;
+        let Json(body) = body;
+        match state.data.update(&collection, &id, body.set, body.if_version).await? {
+            WriteOutcome::Done(doc) => Ok(Json(json!({ "doc": doc })).into_response()),
+            WriteOutcome::NotFound => Err(not_found()),
+            WriteOutcome::VersionMismatch => Err(version_mismatch()),
+        }
+    })
+    .await
+}
+
+async fn delete(
+    State(state): State<ApiState>,
+    Path((collection, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    measured(&state, "delete", &headers, async {
+        check_collection(&state, &collection)?;
+        check_id(&id)?;
+        let if_version = match query.get("if_version") {
+            Some(raw) => Some(raw.parse::<i64>().map_err(|_| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request", "if_version must be an integer"))?),
+            None => None,
+        };
+        match state.data.delete(&collection, &id, if_version).await? {
+            WriteOutcome::Done(()) => Ok(Json(json!({ "deleted": true })).into_response()),
+            WriteOutcome::NotFound => Err(not_found()),
+            WriteOutcome::VersionMismatch => Err(version_mismatch()),
+        }
+    })
+    .await
+}

@@ -1,0 +1,188 @@
+//! The sidecar's data path: store calls bounded by a timeout and measured,
+//! the read-through cache in front of them, and the cache's circuit
+//! breaker. When the cache fails, reads go straight to the store for a
+//! moment, and before the cache is trusted again it is reset, because
+//! invalidations may have been missed meanwhile.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::cache::{Cache, EntryKind};
+use crate::metrics::SidecarMetrics;
+use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome};
+
+/// How long reads skip a cache that just failed.
+const CACHE_RETRY_AFTER: Duration = Duration::from_millis(500);
+
+pub struct DataService {
+    store: Arc<dyn DocumentStore>,
+    cache: Arc<dyn Cache>,
+    breaker: Mutex<Breaker>,
+    metrics: SidecarMetrics,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct Breaker {
+    open_until: Option<Instant>,
+    needs_reset: bool,
+}
+
+impl DataService {
+    pub fn new(store: Arc<dyn DocumentStore>, cache: Arc<dyn Cache>, metrics: SidecarMetrics, timeout: Duration) -> Self {
+        Self { store, cache, breaker: Mutex::default(), metrics, timeout }
+    }
+
+    pub fn store(&self) -> &Arc<dyn DocumentStore> {
+        &self.store
+    }
+
+    pub fn cache_backend(&self) -> &'static str {
+        self.cache.backend()
+    }
+
+    /// Runs one store operation within the timeout, recording it.
+    async fn timed<T>(&self, operation: &'static str, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("{operation} took longer than {:?}", self.timeout))),
+        };
+        let failed = matches!(result, Err(StoreError::Unavailable(_)));
+        self.metrics.store(self.store.backend(), operation, started.elapsed(), failed);
+        result
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.timed("ping", self.store.ping()).await
+    }
+
+    /// `{"doc": …}` for one document, from the cache when it has it.
+    pub async fn get_body(&self, collection: &str, id: &str) -> StoreResult<Option<String>> {
+        self.read_through(collection, EntryKind::Doc, id, async {
+            let doc = self.timed("get", self.store.get(collection, id)).await?;
+            Ok(doc.map(|doc| json!({ "doc": doc }).to_string()))
+        })
+        .await
+    }
+
+    /// `{"docs": […]}` for one page.
+    pub async fn list_body(&self, collection: &str, after: Option<&str>, limit: u32) -> StoreResult<String> {
+        let page_key = format!("{}:{limit}", after.unwrap_or(""));
+        let body = self
+            .read_through(collection, EntryKind::Page, &page_key, async {
+                let docs = self.timed("list", self.store.list(collection, after, limit)).await?;
+                Ok(Some(json!({ "docs": docs }).to_string()))
+            })
+            .await?;
+        Ok(body.unwrap_or_else(|| json!({ "docs": [] }).to_string()))
+    }
+
+    pub async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
+        let outcome = self.timed("insert", self.store.insert(collection, fields, idempotency)).await?;
+        if let InsertOutcome::Created(doc) = &outcome {
+            self.invalidate(collection, doc_id(doc)).await;
+        }
+        Ok(outcome)
+    }
+
+    pub async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
+        let outcome = self.timed("update", self.store.update(collection, id, set, if_version)).await?;
+        if matches!(outcome, WriteOutcome::Done(_)) {
+            self.invalidate(collection, id).await;
+        }
+        Ok(outcome)
+    }
+
+    pub async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
+        let outcome = self.timed("delete", self.store.delete(collection, id, if_version)).await?;
+        if matches!(outcome, WriteOutcome::Done(_)) {
+            self.invalidate(collection, id).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn read_through(
+        &self,
+        collection: &str,
+        kind: EntryKind,
+        key: &str,
+        load: impl Future<Output = StoreResult<Option<String>>>,
+    ) -> StoreResult<Option<String>> {
+        if !self.cache_usable().await {
+            self.metrics.cache("bypass");
+            return load.await;
+        }
+        let lookup = match self.cache.lookup(collection, kind, key).await {
+            Ok(lookup) => lookup,
+            Err(error) => {
+                self.trip(&error.to_string());
+                self.metrics.cache("error");
+                return load.await;
+            }
+        };
+        if let Some(value) = lookup.value {
+            self.metrics.cache("hit");
+            return Ok(Some(value));
+        }
+        self.metrics.cache("miss");
+        let loaded = load.await?;
+        if let Some(value) = &loaded
+            && let Err(error) = self.cache.fill(collection, kind, key, &lookup.generation, value).await
+        {
+            self.trip(&error.to_string());
+        }
+        Ok(loaded)
+    }
+
+    async fn invalidate(&self, collection: &str, id: &str) {
+        if let Err(error) = self.cache.invalidate(collection, id).await {
+            // The write stands; the cache must not be trusted until reset.
+            self.trip(&error.to_string());
+        }
+    }
+
+    fn trip(&self, reason: &str) {
+        let mut breaker = self.breaker.lock().expect("breaker lock");
+        if breaker.open_until.is_none() {
+            tracing::warn!(reason, "cache unavailable: serving from the store until it recovers");
+        }
+        breaker.open_until = Some(Instant::now() + CACHE_RETRY_AFTER);
+        breaker.needs_reset = true;
+        self.metrics.cache_degraded.set(&[], 1);
+    }
+
+    /// Whether reads may use the cache now; resets it first after a failure.
+    async fn cache_usable(&self) -> bool {
+        {
+            let breaker = self.breaker.lock().expect("breaker lock");
+            if !breaker.needs_reset {
+                return true;
+            }
+            if breaker.open_until.is_some_and(|until| Instant::now() < until) {
+                return false;
+            }
+        }
+        match self.cache.reset().await {
+            Ok(()) => {
+                let mut breaker = self.breaker.lock().expect("breaker lock");
+                *breaker = Breaker::default();
+                self.metrics.cache_degraded.set(&[], 0);
+                tracing::info!("cache reachable again; reset and back in use");
+                true
+            }
+            Err(error) => {
+                self.trip(&error.to_string());
+                false
+            }
+        }
+    }
+}
+
+fn doc_id(doc: &Doc) -> &str {
+    doc.get("_id").and_then(Value::as_str).unwrap_or_default()
+}

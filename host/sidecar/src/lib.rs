@@ -1,0 +1,125 @@
+//! The sidecar: the data bridge between per-request components and the
+//! stores they cannot hold connections to (MongoDB or the embedded SQLite
+//! store, Redis or the in-process cache), behind a small authenticated
+//! internal HTTP API.
+
+pub mod api;
+pub mod cache;
+pub mod data;
+pub mod metrics;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+use orders_telemetry::Registry;
+
+use crate::cache::Cache;
+use crate::cache::memory::MemoryCache;
+use crate::cache::redis::RedisCache;
+use crate::data::DataService;
+use crate::metrics::SidecarMetrics;
+use crate::store::DocumentStore;
+use crate::store::mongo::{MongoSettings, MongoStore};
+use crate::store::sqlite::SqliteStore;
+
+/// Everything the sidecar needs to start, validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub mongo: Option<MongoSettings>,
+    pub redis_url: Option<String>,
+    pub redis_namespace: String,
+    pub cache_ttl: Duration,
+    pub cache_max_entries: usize,
+    pub store_timeout: Duration,
+    pub collections: Vec<String>,
+}
+
+/// A started sidecar: its API as an axum router (served over TCP, or
+/// called in-process by the runner) and its metrics.
+#[derive(Clone)]
+pub struct Sidecar {
+    pub router: axum::Router,
+    pub metrics: SidecarMetrics,
+    pub data: Arc<DataService>,
+}
+
+impl Sidecar {
+    pub async fn start(config: SidecarConfig, registry: Registry) -> Result<Self> {
+        let metrics = SidecarMetrics::new(registry);
+        let store: Arc<dyn DocumentStore> = match &config.mongo {
+            Some(settings) => {
+                let store = MongoStore::connect(settings).await?;
+                tracing::info!(hosts = store.hosts(), database = %settings.database, "using MongoDB");
+                Arc::new(store)
+            }
+            None => {
+                let store = Arc::new(SqliteStore::open(&config.data_dir)?);
+                tracing::info!(dir = %config.data_dir.display(), "using the embedded SQLite store");
+                spawn_key_expiry(store.clone());
+                store
+            }
+        };
+        let cache: Arc<dyn Cache> = match &config.redis_url {
+            Some(url) => Arc::new(RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?),
+            None => Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
+        };
+        let data = Arc::new(DataService::new(store, cache, metrics.clone(), config.store_timeout));
+        let state = api::ApiState {
+            data: data.clone(),
+            metrics: metrics.clone(),
+            token: Arc::from(config.token.as_str()),
+            collections: Arc::from(config.collections.clone()),
+        };
+        Ok(Self { router: api::router(state), metrics, data })
+    }
+}
+
+fn spawn_key_expiry(store: Arc<SqliteStore>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            if let Err(error) = store.expire_idempotency_keys().await {
+                tracing::warn!(%error, "could not expire old idempotency keys");
+            }
+        }
+    });
+}
+
+/// Resident memory of this process, for `/metrics`.
+pub fn process_metrics() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(field))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    format!(
+        "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n\
+         # HELP process_resident_memory_peak_bytes Peak resident memory.\n# TYPE process_resident_memory_peak_bytes gauge\nprocess_resident_memory_peak_bytes {}\n",
+        kib("VmRSS:") * 1024,
+        kib("VmHWM:") * 1024
+    )
+}
+
+/// Calls the router in-process with a fully buffered request.
+pub async fn call_router(router: axum::Router, request: http::Request<Bytes>) -> http::Response<Bytes> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let response = match router.oneshot(request.map(axum::body::Body::from)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
+    http::Response::from_parts(parts, bytes)
+}

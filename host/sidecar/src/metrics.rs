@@ -1,0 +1,49 @@
+//! The sidecar's metrics: its API operations, the store behind it, the
+//! cache, and the pool.
+
+use std::time::Duration;
+
+use orders_telemetry::{CounterVec, GaugeVec, HistogramVec, Registry};
+
+#[derive(Clone)]
+pub struct SidecarMetrics {
+    pub registry: Registry,
+    operations: CounterVec,
+    operation_duration: HistogramVec,
+    store_duration: HistogramVec,
+    store_errors: CounterVec,
+    cache_requests: CounterVec,
+    pub cache_degraded: GaugeVec,
+    pub pool_connections: GaugeVec,
+}
+
+impl SidecarMetrics {
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            operations: registry.counter("orders_sidecar_operations_total", "Sidecar API operations, by operation and outcome."),
+            operation_duration: registry.histogram("orders_sidecar_operation_duration_seconds", "Sidecar API operation latency (the sidecar hop), by operation."),
+            store_duration: registry.histogram("orders_store_operation_duration_seconds", "Store operation latency, by backend and operation."),
+            store_errors: registry.counter("orders_store_errors_total", "Store operations that failed or timed out, by backend and operation."),
+            cache_requests: registry.counter("orders_cache_requests_total", "Cache lookups, by result (hit, miss, error, bypass)."),
+            cache_degraded: registry.gauge("orders_cache_degraded", "1 while the cache is unreachable and reads go straight to the store."),
+            pool_connections: registry.gauge("orders_store_pool_connections", "Store connections, by state (in_use, idle)."),
+            registry,
+        }
+    }
+
+    pub fn operation(&self, operation: &str, outcome: &str, elapsed: Duration) {
+        self.operations.inc(&[("operation", operation), ("outcome", outcome)]);
+        self.operation_duration.observe(&[("operation", operation)], elapsed);
+    }
+
+    pub fn store(&self, backend: &str, operation: &str, elapsed: Duration, failed: bool) {
+        self.store_duration.observe(&[("backend", backend), ("operation", operation)], elapsed);
+        if failed {
+            self.store_errors.inc(&[("backend", backend), ("operation", operation)]);
+        }
+    }
+
+    pub fn cache(&self, result: &str) {
+        self.cache_requests.inc(&[("result", result)]);
+    }
+}

@@ -1,0 +1,330 @@
+//! MongoDB through the official driver: one bounded pool per process,
+//! timeouts that hold under load but fail fast on a dead server, write
+//! concern `majority` by default, configurable read preference, and the
+//! idempotency keys in their own collection with a TTL index.
+//!
+//! Idempotent inserts without transactions (which need a replica set and
+//! cost round trips): the key document is inserted first, carrying the new
+//! order's `_id`; the unique `_id` of the key collection decides which of
+//! several concurrent requests wins. The winner inserts the order and
+//! records the result on the key. A loser with the same fingerprint
+//! returns the recorded result, or completes an insert its winner did not
+//! finish (crashed), using the `_id` the key holds, so no retry ever
+//! creates a second order.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::oid::ObjectId;
+use bson::{Bson, Document, doc};
+use mongodb::options::{
+    ClientOptions, FindOneAndUpdateOptions, IndexOptions, ReadPreference, ReadPreferenceOptions, ReturnDocument,
+    SelectionCriteria, WriteConcern,
+};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde_json::{Map, Value};
+
+use super::{
+    Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome,
+    is_object_id, reject_reserved_fields,
+};
+
+const KEYS_COLLECTION: &str = "idempotency_keys";
+
+/// MongoDB settings, validated before connecting.
+#[derive(Debug, Clone)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+    pub max_pool_size: u32,
+    pub connect_timeout: Duration,
+    pub server_selection_timeout: Duration,
+    pub write_concern: String,
+    pub read_preference: String,
+}
+
+pub struct MongoStore {
+    database: Database,
+    host_list: String,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("mongodb: {error}"))
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e.write_errors.as_ref().is_some_and(|errors| errors.iter().any(|e| e.code == 11000)),
+        _ => false,
+    }
+}
+
+/// The URI's hosts, for messages: never its credentials.
+pub fn redacted_hosts(options: &ClientOptions) -> String {
+    options.hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn parse_read_preference(name: &str) -> anyhow::Result<ReadPreference> {
+    let options = Some(ReadPreferenceOptions::default());
+    Ok(match name {
+        "primary" => ReadPreference::Primary,
+        "primaryPreferred" => ReadPreference::PrimaryPreferred { options },
+        "secondary" => ReadPreference::Secondary { options },
+        "secondaryPreferred" => ReadPreference::SecondaryPreferred { options },
+        "nearest" => ReadPreference::Nearest { options },
+        other => anyhow::bail!(
+            "mongo read preference {other:?} is not one of primary, primaryPreferred, secondary, secondaryPreferred, nearest"
+        ),
+    })
+}
+
+fn parse_write_concern(value: &str) -> anyhow::Result<WriteConcern> {
+    let builder = WriteConcern::builder().journal(true);
+    Ok(match value {
+        "majority" => builder.w(mongodb::options::Acknowledgment::Majority).build(),
+        number => match number.parse::<u32>() {
+            Ok(nodes) if nodes >= 1 => builder.w(mongodb::options::Acknowledgment::Nodes(nodes)).build(),
+            _ => anyhow::bail!("mongo write concern {value:?} must be \"majority\" or a number of nodes >= 1"),
+        },
+    })
+}
+
+impl MongoStore {
+    /// Connects, checks the server answers, and creates the indexes (which
+    /// is idempotent: starting twice, or on an empty database, is fine).
+    pub async fn connect(settings: &MongoSettings) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(&settings.uri)
+            .await
+            .map_err(|e| anyhow::anyhow!("the MongoDB URI (--mongo-uri / ORDERS_MONGO_URI) is invalid: {}", e.kind))?;
+        let host_list = redacted_hosts(&options);
+        options.app_name = Some("orders-sidecar".into());
+        options.max_pool_size = Some(settings.max_pool_size);
+        options.min_pool_size = Some(settings.max_pool_size.min(4));
+        options.connect_timeout = Some(settings.connect_timeout);
+        options.server_selection_timeout = Some(settings.server_selection_timeout);
+        options.max_idle_time = Some(Duration::from_secs(300));
+        options.write_concern = Some(parse_write_concern(&settings.write_concern)?);
+        options.selection_criteria = Some(SelectionCriteria::ReadPreference(parse_read_preference(&settings.read_preference)?));
+        let client = Client::with_options(options).map_err(|e| anyhow::anyhow!("cannot create MongoDB client: {e}"))?;
+        let database = client.database(&settings.database);
+        database.run_command(doc! { "ping": 1 }).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach MongoDB at {host_list} (from --mongo-uri / ORDERS_MONGO_URI) within {:?}: {}",
+                settings.server_selection_timeout,
+                e.kind
+            )
+        })?;
+        let store = Self { database, host_list };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    pub fn hosts(&self) -> &str {
+        &self.host_list
+    }
+
+    async fn create_indexes(&self) -> anyhow::Result<()> {
+        let ttl = IndexModel::builder()
+            .keys(doc! { "created_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("idempotency_ttl".to_owned())
+                    .expire_after(Duration::from_secs(IDEMPOTENCY_RETENTION_SECS as u64))
+                    .build(),
+            )
+            .build();
+        self.keys().create_index(ttl).await.map_err(|e| anyhow::anyhow!("cannot create the idempotency TTL index: {e}"))?;
+        Ok(())
+    }
+
+    fn documents(&self, collection: &str) -> Collection<Document> {
+        self.database.collection(collection)
+    }
+
+    fn keys(&self) -> Collection<Document> {
+        self.database.collection(KEYS_COLLECTION)
+    }
+
+    async fn insert_document(&self, collection: &str, id: ObjectId, fields: &Map<String, Value>) -> StoreResult<Result<Doc, ()>> {
+        let mut document = doc! { "_id": id };
+        for (name, value) in fields {
+            document.insert(name.clone(), Bson::try_from(value.clone()).map_err(|e| StoreError::Invalid(e.to_string()))?);
+        }
+        document.insert("version", 1_i64);
+        match self.documents(collection).insert_one(&document).await {
+            Ok(_) => Ok(Ok(to_json(document))),
+            Err(error) if is_duplicate_key(&error) => Ok(Err(())),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// Completes or replays the insert recorded under an existing key.
+    async fn replay(&self, collection: &str, key_id: &str, fields: &Map<String, Value>, fingerprint: &str) -> StoreResult<InsertOutcome> {
+        let Some(key) = self.keys().find_one(doc! { "_id": key_id }).await.map_err(unavailable)? else {
+            // Expired between our insert attempt and this read.
+            return Err(StoreError::Unavailable("idempotency key expired during the request; retry".into()));
+        };
+        if key.get_str("fingerprint").unwrap_or_default() != fingerprint {
+            return Ok(InsertOutcome::KeyConflict);
+        }
+        if let Ok(result) = key.get_document("result") {
+            return Ok(InsertOutcome::Replayed(to_json(result.clone())));
+        }
+        let id = key.get_object_id("doc_id").map_err(unavailable)?;
+        let doc = match self.insert_document(collection, id, fields).await? {
+            Ok(doc) => doc,
+            Err(()) => match self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)? {
+                Some(existing) => to_json(existing),
+                None => return Err(StoreError::Unavailable("the first request with this key is still in progress; retry".into())),
+            },
+        };
+        self.record_result(key_id, &doc).await?;
+        Ok(InsertOutcome::Replayed(doc))
+    }
+
+    async fn record_result(&self, key_id: &str, doc: &Doc) -> StoreResult<()> {
+        let result = bson::to_document(doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.keys()
+            .update_one(doc! { "_id": key_id, "result": { "$exists": false } }, doc! { "$set": { "result": result } })
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+fn object_id(id: &str) -> StoreResult<ObjectId> {
+    if !is_object_id(id) {
+        return Err(StoreError::Invalid(format!("{id:?} is not an ObjectId")));
+    }
+    ObjectId::parse_str(id).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// A stored document as the API's JSON: `_id` as hex, numbers as numbers.
+fn to_json(mut document: Document) -> Doc {
+    let id = match document.remove("_id") {
+        Some(Bson::ObjectId(id)) => Value::from(id.to_hex()),
+        Some(other) => other.into_relaxed_extjson(),
+        None => Value::Null,
+    };
+    let mut doc = Map::with_capacity(document.len() + 1);
+    doc.insert("_id".into(), id);
+    for (name, value) in document {
+        doc.insert(name, value.into_relaxed_extjson());
+    }
+    // `version` last, as the embedded store returns it.
+    if let Some(version) = doc.remove("version") {
+        doc.insert("version".into(), version);
+    }
+    doc
+}
+
+fn version_filter(id: ObjectId, if_version: Option<i64>) -> Document {
+    let mut filter = doc! { "_id": id };
+    if let Some(version) = if_version {
+        filter.insert("version", version);
+    }
+    filter
+}
+
+#[async_trait]
+impl DocumentStore for MongoStore {
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.database.run_command(doc! { "ping": 1 }).await.map(drop).map_err(unavailable)
+    }
+
+    async fn get(&self, collection: &str, id: &str) -> StoreResult<Option<Doc>> {
+        let id = object_id(id)?;
+        let found = self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)?;
+        Ok(found.map(to_json))
+    }
+
+    async fn list(&self, collection: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<Doc>> {
+        use futures::TryStreamExt;
+        let filter = match after {
+            Some(after) => doc! { "_id": { "$gt": object_id(after)? } },
+            None => doc! {},
+        };
+        let cursor = self
+            .documents(collection)
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(i64::from(limit))
+            .batch_size(limit.min(1000))
+            .await
+            .map_err(unavailable)?;
+        let documents: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        Ok(documents.into_iter().map(to_json).collect())
+    }
+
+    async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
+        reject_reserved_fields(&fields)?;
+        let id = ObjectId::new();
+        let Some(idempotency) = idempotency else {
+            return match self.insert_document(collection, id, &fields).await? {
+                Ok(doc) => Ok(InsertOutcome::Created(doc)),
+                Err(()) => Err(StoreError::Unavailable("ObjectId collision; retry".into())),
+            };
+        };
+        let key_id = format!("{collection}:{}", idempotency.key);
+        let key = doc! {
+            "_id": &key_id,
+            "fingerprint": &idempotency.fingerprint,
+            "doc_id": id,
+            "created_at": bson::DateTime::now(),
+        };
+        match self.keys().insert_one(key).await {
+            Ok(_) => {}
+            Err(error) if is_duplicate_key(&error) => {
+                return self.replay(collection, &key_id, &fields, &idempotency.fingerprint).await;
+            }
+            Err(error) => return Err(unavailable(error)),
+        }
+        let doc = match self.insert_document(collection, id, &fields).await? {
+            Ok(doc) => doc,
+            Err(()) => return Err(StoreError::Unavailable("ObjectId collision; retry".into())),
+        };
+        self.record_result(&key_id, &doc).await?;
+        Ok(InsertOutcome::Created(doc))
+    }
+
+    async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
+        reject_reserved_fields(&set)?;
+        let object_id = object_id(id)?;
+        let set = bson::to_document(&set).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let options = FindOneAndUpdateOptions::builder().return_document(ReturnDocument::After).build();
+        let updated = self
+            .documents(collection)
+            .find_one_and_update(version_filter(object_id, if_version), doc! { "$set": set, "$inc": { "version": 1_i64 } })
+            .with_options(options)
+            .await
+            .map_err(unavailable)?;
+        match updated {
+            Some(document) => Ok(WriteOutcome::Done(to_json(document))),
+            None => self.missed(collection, object_id).await,
+        }
+    }
+
+    async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
+        let object_id = object_id(id)?;
+        let result = self
+            .documents(collection)
+            .delete_one(version_filter(object_id, if_version))
+            .await
+            .map_err(unavailable)?;
+        if result.deleted_count == 1 { Ok(WriteOutcome::Done(())) } else { self.missed(collection, object_id).await }
+    }
+}
+
+impl MongoStore {
+    async fn missed<T>(&self, collection: &str, id: ObjectId) -> StoreResult<WriteOutcome<T>> {
+        let exists = self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)?;
+        Ok(if exists.is_some() { WriteOutcome::VersionMismatch } else { WriteOutcome::NotFound })
+    }
+}

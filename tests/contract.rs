@@ -1,0 +1,29 @@
+//! The contract suite against the product as `orders up` starts it: on the
+//! embedded defaults, and on MongoDB (the server the fixture starts) + Redis.
+
+use orders_testkit::contract;
+use orders_testkit::product::{Backends, Product};
+use orders_testkit::services::{MongoServer, RedisServer};
+
+const ORDERS: &str = env!("CARGO_BIN_EXE_orders");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contract_passes_on_embedded_defaults() {
+    let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
+    let checks = contract::run(&product.url).await;
+    assert!(checks > 200, "only {checks} checks ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contract_passes_on_mongodb_and_redis() {
+    let mongo = MongoServer::start().expect("MongoDB-wire server");
+    let redis = RedisServer::start().expect("redis");
+    let backends = Backends {
+        mongo_uri: Some(mongo.uri.clone()),
+        mongo_database: Some("contract".into()),
+        redis_url: Some(redis.url.clone()),
+    };
+    let product = Product::up(ORDERS, &backends).expect("orders up on MongoDB + Redis");
+    let checks = contract::run(&product.url).await;
+    assert!(checks > 200, "only {checks} checks ran");
+}

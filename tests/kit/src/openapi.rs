@@ -1,0 +1,101 @@
+//! Checks the service's own OpenAPI document against the running service:
+//! every documented operation answers with a documented status, and every
+//! answer's body matches the documented schema and headers.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::checks::Checks;
+use crate::contract::{Api, Answer, sample_order};
+
+fn schema_for(document: &Value, template: &str, method: &str, status: u16) -> Option<Value> {
+    let response = &document["paths"][template][method]["responses"][status.to_string()];
+    if response.is_null() {
+        return None;
+    }
+    let schema = response["content"]["application/json"]["schema"].clone();
+    Some(json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": document["components"].clone(),
+        "allOf": [if schema.is_null() { json!(true) } else { schema }],
+    }))
+}
+
+fn documented_headers(document: &Value, template: &str, method: &str, status: u16) -> Vec<String> {
+    document["paths"][template][method]["responses"][status.to_string()]["headers"]
+        .as_object()
+        .map(|headers| headers.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn check_answer(c: &mut Checks, document: &Value, template: &str, method: &str, answer: &Answer) {
+    let status = answer.status.as_u16();
+    let name = format!("openapi {} {template} -> {status}", method.to_uppercase());
+    let Some(schema) = schema_for(document, template, method, status) else {
+        c.check(&format!("{name}: status documented"), false, &answer.body);
+        return;
+    };
+    match jsonschema::validator_for(&schema) {
+        Ok(validator) => {
+            let errors: Vec<String> = validator.iter_errors(&answer.body).map(|e| e.to_string()).collect();
+            c.check(&format!("{name}: body matches schema"), errors.is_empty(), errors);
+        }
+        Err(error) => c.check(&format!("{name}: schema compiles"), false, error.to_string()),
+    }
+    for header in documented_headers(document, template, method, status) {
+        if header != "Retry-After" || status == 503 {
+            c.check(&format!("{name}: header {header}"), answer.header(&header).is_some(), answer.headers.clone());
+        }
+    }
+}
+
+pub async fn check_against_service(api: &Api, c: &mut Checks) {
+    let document = api.get("/openapi.json").await.body;
+    let operations: Vec<(String, String)> = document["paths"]
+        .as_object()
+        .map(|paths| {
+            paths
+                .iter()
+                .flat_map(|(path, item)| {
+                    item.as_object()
+                        .into_iter()
+                        .flat_map(|ops| ops.keys())
+                        .filter(|m| ["get", "put", "post", "delete"].contains(&m.as_str()))
+                        .map(move |m| (path.clone(), m.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    c.check("openapi: documents operations", operations.len() >= 8, operations.len());
+
+    let created = api.create(&sample_order("openapi")).await;
+    let id = created.body["order"]["_id"].as_str().unwrap_or_default().to_owned();
+    let item = format!("/orders/{id}");
+    let mut exercised = 0;
+    for (template, method) in &operations {
+        let answers: Vec<Answer> = match (template.as_str(), method.as_str()) {
+            ("/orders", "get") => vec![api.get("/orders?limit=3").await, api.get("/orders?limit=0").await],
+            ("/orders", "post") => vec![
+                api.create(&sample_order("openapi-post")).await,
+                api.create(&json!({"quantity": 0})).await,
+                api.send(Method::POST, "/orders", &[("content-type", "text/plain")], Some(b"x".to_vec())).await,
+            ],
+            ("/orders/{id}", "get") => vec![api.get(&item).await, api.get("/orders/0123456789abcdef01234567").await, api.get("/orders/bad").await],
+            ("/orders/{id}", "put") => vec![
+                api.json(Method::PUT, &item, &json!({"quantity": 2}), &[]).await,
+                api.json(Method::PUT, &item, &json!({"quantity": 2}), &[("if-match", "\"999\"")]).await,
+            ],
+            ("/orders/{id}", "delete") => vec![api.send(Method::DELETE, &item, &[], None).await, api.send(Method::DELETE, &item, &[], None).await],
+            (path, "get") => vec![api.get(path).await],
+            (path, other) => {
+                c.check(&format!("openapi {other} {path}: exercised by this suite"), false, "add it to openapi.rs");
+                continue;
+            }
+        };
+        for answer in &answers {
+            check_answer(c, &document, template, method, answer);
+        }
+        exercised += 1;
+    }
+    c.eq("openapi: every operation exercised", exercised, operations.len());
+}
