@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -69,13 +69,15 @@ impl Edge {
         }
         // Read the whole body before taking an instance: a slow or huge
         // upload then never holds a pooled instance slot.
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        let body = match read_body(body, self.max_body_bytes).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
                 let message = format!("Request body is larger than the runner's limit of {} bytes", self.max_body_bytes);
                 return (function, json_error(StatusCode::PAYLOAD_TOO_LARGE, &message));
             }
-            Err(_) => return (function, json_error(StatusCode::BAD_REQUEST, "The request body could not be read")),
+            Err(BodyError::Unreadable) => {
+                return (function, json_error(StatusCode::BAD_REQUEST, "The request body could not be read"));
+            }
         };
         let request = http::Request::from_parts(parts, full_body(body));
         match self.app.serve_component(component, &route, request, client).await {
@@ -97,6 +99,31 @@ impl Edge {
             .body(full_body(Bytes::from(text)))
             .expect("static response parts are valid")
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Collects a body of at most `limit` bytes. Past the limit it keeps
+/// reading (and discarding) up to a bound, so the client finishes sending
+/// and reads the 413 instead of a connection reset.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let mut collected = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Unreadable)?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen <= limit {
+            collected.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > limit { Err(BodyError::TooLarge) } else { Ok(Bytes::from(collected)) }
 }
 
 pub fn json_error(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
