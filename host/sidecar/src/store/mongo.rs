@@ -288,7 +288,12 @@ impl DocumentStore for MongoStore {
         }
         let doc = match self.insert_document(collection, id, &fields).await? {
             Ok(doc) => doc,
-            Err(()) => return Err(StoreError::Unavailable("ObjectId collision; retry".into())),
+            // A concurrent retry with the same key completed our insert (same
+            // fields, the `_id` our key holds): the order exists once.
+            Err(()) => match self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)? {
+                Some(existing) => to_json(existing),
+                None => return Err(StoreError::Unavailable("the order was deleted while it was being created; retry".into())),
+            },
         };
         self.record_result(&key_id, &doc).await?;
         Ok(InsertOutcome::Created(doc))
