@@ -1,1 +1,1 @@
-// placeholder
+//! Scale-out through nginx (filled in below).

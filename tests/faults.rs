@@ -1,1 +1,1 @@
-// placeholder
+//! Failure modes (filled in below).

@@ -1,0 +1,1 @@
+//! Deploy artefacts under infra/ are valid (filled in with the manifests).
