@@ -1,1 +1,69 @@
-//! Scale-out through nginx (filled in below).
+//! Scale-out: N runner instances behind nginx, started by `orders cluster`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use orders_testkit::contract::{self, Api, sample_order};
+use orders_testkit::process::signal;
+use orders_testkit::product::{Backends, Cluster};
+
+const ORDERS: &str = env!("CARGO_BIN_EXE_orders");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_of_three_lists_its_processes_and_passes_the_contract() {
+    let cluster = Cluster::start(ORDERS, 3, &Backends::default()).expect("orders cluster");
+    let processes = cluster.processes().expect("cluster.json");
+    let count = |role: &str| processes.iter().filter(|(r, _, _)| r == role).count();
+    assert_eq!((count("nginx"), count("instance"), count("sidecar")), (1, 3, 1), "{processes:?}");
+    assert!(processes.iter().all(|(_, pid, address)| *pid > 0 && address.starts_with("127.0.0.1:")), "{processes:?}");
+    let checks = contract::run(&cluster.url).await;
+    assert!(checks >= 150);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_an_instance_mid_run_fails_no_get() {
+    let cluster = Cluster::start(ORDERS, 3, &Backends::default()).expect("orders cluster");
+    let api = Api::new(&cluster.url);
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let created = api.create(&sample_order(&format!("kill-{n}"))).await;
+        ids.push(created.body["order"]["_id"].as_str().expect("id").to_owned());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (api, ids, stop) = (api.clone(), ids.clone(), stop.clone());
+            let (served, failed, failures) = (served.clone(), failed.clone(), failures.clone());
+            tokio::spawn(async move {
+                let mut n = worker;
+                while !stop.load(Ordering::Relaxed) {
+                    let path = if n % 4 == 0 { "/orders?limit=10".to_owned() } else { format!("/orders/{}", ids[n % ids.len()]) };
+                    let answer = api.get(&path).await;
+                    if answer.status.is_success() {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.lock().expect("lock").push(format!("{path}: {} {:?}", answer.status, answer.body));
+                    }
+                    n += 8;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, victim, _) = cluster.processes().expect("cluster.json").into_iter().find(|(role, _, _)| role == "instance").expect("an instance");
+    signal(victim, libc::SIGKILL);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let served = served.load(Ordering::Relaxed);
+    assert!(served > 100, "only {served} GETs were served");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed GETs: {:?}", failures.lock().expect("lock"));
+    // The contract still holds on the two instances left.
+    contract::run(&cluster.url).await;
+}

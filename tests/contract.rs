@@ -22,6 +22,7 @@ async fn contract_passes_on_mongodb_and_redis() {
         mongo_uri: Some(mongo.uri.clone()),
         mongo_database: Some("contract".into()),
         redis_url: Some(redis.url.clone()),
+        ..Backends::default()
     };
     let product = Product::up(ORDERS, &backends).expect("orders up on MongoDB + Redis");
     let checks = contract::run(&product.url).await;

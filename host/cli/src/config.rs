@@ -138,7 +138,7 @@ pub struct RunnerOptions {
     /// The Spin manifest to serve.
     #[arg(long, env = "ORDERS_MANIFEST", default_value = "spin.toml")]
     pub manifest: PathBuf,
-    /// Component instances alive at once (pooling allocator slots); more requests queue.
+    /// Requests served at once (each may hold a router and a chained instance); more requests queue.
     #[arg(long, env = "ORDERS_MAX_INSTANCES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub max_instances: u32,
     /// Largest request body the runner reads, in bytes (the API itself limits orders to 64 KiB).

@@ -86,6 +86,12 @@ impl InProcessService for SidecarInProcess {
 
 fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashMap<String, String>,
     in_process: HashMap<String, Arc<dyn InProcessService>>, metrics: RunnerMetrics) -> Result<Arc<AppShared>> {
+    let sidecar_authorities = variables
+        .get("sidecar_url")
+        .and_then(|url| url.split("://").nth(1))
+        .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+        .into_iter()
+        .collect();
     if !runner.no_build {
         build_if_stale(&runner.manifest)?;
     }
@@ -97,6 +103,7 @@ fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashM
             variables,
             max_instances: runner.max_instances,
             in_process,
+            sidecar_authorities,
         },
         metrics,
     )

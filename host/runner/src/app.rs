@@ -21,6 +21,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpView};
 
+use crate::client::PooledHttpClient;
 use crate::engine::{load_component, new_engine};
 use crate::headers::set_spin_headers;
 use crate::manifest::Manifest;
@@ -47,6 +48,8 @@ pub struct AppConfig {
     pub max_instances: u32,
     /// Services answered in-process, keyed by `host:port` authority.
     pub in_process: HashMap<String, Arc<dyn InProcessService>>,
+    /// Authorities of the sidecar, so its calls are measured as the sidecar hop.
+    pub sidecar_authorities: Vec<String>,
 }
 
 pub(crate) struct ComponentSpec {
@@ -64,6 +67,8 @@ pub struct AppShared {
     pub(crate) router: Router,
     instance_permits: Semaphore,
     in_process: HashMap<String, Arc<dyn InProcessService>>,
+    sidecar_authorities: Vec<String>,
+    http_client: PooledHttpClient,
     pub metrics: RunnerMetrics,
 }
 
@@ -80,7 +85,8 @@ impl AppShared {
                 effective = %duplicate.effective_component, "duplicate route: only the later component is used");
         }
 
-        let engine = new_engine(config.max_instances)?;
+        // One caller and one chained callee per request slot.
+        let engine = new_engine(config.max_instances * 2)?;
         let linker = new_linker(&engine)?;
         let mut components = Vec::new();
         let mut by_id = HashMap::new();
@@ -113,8 +119,18 @@ impl AppShared {
             router,
             instance_permits: Semaphore::new(config.max_instances as usize),
             in_process: config.in_process,
+            sidecar_authorities: config.sidecar_authorities,
+            http_client: PooledHttpClient::default(),
             metrics,
         }))
+    }
+
+    /// Waits for a slot for one incoming request. Only requests from
+    /// clients take slots: a chained call runs inside its caller's slot (the
+    /// pool holds two instances per slot), so callers waiting for their
+    /// callees can never hold every slot and deadlock.
+    pub async fn request_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.instance_permits.acquire().await.context("runner is shutting down")
     }
 
     pub fn component_id(&self, name: &str) -> Option<ComponentId> {
@@ -135,8 +151,6 @@ impl AppShared {
         client_addr: SocketAddr,
     ) -> Result<http::Response<HyperOutgoingBody>> {
         set_spin_headers(&mut request, route, client_addr)?;
-        // Queue rather than fail when every pooled instance slot is busy.
-        let _permit = self.instance_permits.acquire().await.context("runner is shutting down")?;
         let mut store = Store::new(self.components[component].pre.engine(), RequestState::new(self.clone(), component));
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -177,27 +191,51 @@ impl AppShared {
                 "outbound request denied: not in allowed_outbound_hosts");
             return Err(HttpError::HttpRequestDenied);
         }
+        let started = Instant::now();
+        let function = self.component_name(component).to_owned();
+        let (destination, outcome) = self.clone().dispatch_outbound(request, options).await;
+        self.metrics.observe_outbound(&function, destination, started.elapsed());
+        outcome
+    }
+
+    /// Sends an allowed request where it goes; names the destination kind.
+    async fn dispatch_outbound(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> (&'static str, Result<(http::Response<WasiBody>, IoFuture), HttpError>) {
+        let uri = request.uri().clone();
+        let host = uri.host().unwrap_or_default();
         let done: IoFuture = Box::new(async { Ok(()) });
         if let Some(target) = host.strip_suffix(".spin.internal") {
-            let target = self.component_id(target).ok_or(HttpError::DestinationNotFound)?;
+            let Some(target) = self.component_id(target) else { return ("chained", Err(HttpError::DestinationNotFound)) };
             let route = RouteMatch::chained(self.component_name(target), uri.path());
             let mut request = request;
             request.headers_mut().remove(http::header::HOST);
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let response = Box::pin(self.serve_component(target, &route, request, loopback))
                 .await
-                .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
-            return Ok((response, done));
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())));
+            return ("chained", response.map(|response| (response, done)));
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         if let Some(service) = self.in_process.get(authority) {
             let (parts, body) = request.into_parts();
-            let body = body.collect().await?.to_bytes();
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => return ("sidecar", Err(error)),
+            };
             let response = service.call(http::Request::from_parts(parts, body)).await;
-            return Ok((response.map(full_body), done));
+            return ("sidecar", Ok((response.map(full_body), done)));
         }
-        let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-        Ok((response.map(|body| body.boxed_unsync()), Box::new(io)))
+        let destination = if self.sidecar_authorities.iter().any(|a| a == authority) { "sidecar" } else { "network" };
+        let outcome = match uri.scheme_str() {
+            Some("http") => self.http_client.send(request, options).await,
+            _ => wasmtime_wasi_http::default_send_request(request, options)
+                .await
+                .map(|(response, io)| (response.map(|body| body.boxed_unsync()), Box::new(io) as IoFuture)),
+        };
+        (destination, outcome)
     }
 }
 

@@ -3,6 +3,7 @@
 //! `spin up` would, with the sidecar optionally answered in-process.
 
 pub mod app;
+pub mod client;
 pub mod engine;
 pub mod headers;
 pub mod manifest;

@@ -12,6 +12,7 @@ pub struct RunnerMetrics {
     requests: CounterVec,
     duration: HistogramVec,
     instantiation: HistogramVec,
+    outbound: HistogramVec,
 }
 
 impl RunnerMetrics {
@@ -23,8 +24,16 @@ impl RunnerMetrics {
                 "orders_component_instantiation_seconds",
                 "Time to instantiate a fresh component instance for one request, by function.",
             ),
+            outbound: registry.histogram(
+                "orders_outbound_request_duration_seconds",
+                "Time from a component's outgoing request to the response head, by function and destination (sidecar, chained, network).",
+            ),
             registry,
         }
+    }
+
+    pub fn observe_outbound(&self, function: &str, destination: &str, elapsed: Duration) {
+        self.outbound.observe(&[("function", function), ("destination", destination)], elapsed);
     }
 
     pub fn observe_request(&self, function: &str, status: u16, elapsed: Duration) {

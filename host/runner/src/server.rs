@@ -80,6 +80,9 @@ impl Edge {
             }
         };
         let request = http::Request::from_parts(parts, full_body(body));
+        let Ok(_slot) = self.app.request_slot().await else {
+            return (function, json_error(StatusCode::SERVICE_UNAVAILABLE, "The runner is shutting down"));
+        };
         match self.app.serve_component(component, &route, request, client).await {
             Ok(response) => (function, response),
             Err(error) => {

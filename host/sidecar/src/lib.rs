@@ -69,7 +69,9 @@ impl Sidecar {
             Some(url) => Arc::new(RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?),
             None => Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
         };
-        let data = Arc::new(DataService::new(store, cache, metrics.clone(), config.store_timeout));
+        let data = Arc::new(DataService::new(store.clone(), cache, metrics.clone(), config.store_timeout));
+        metrics.cache_degraded.set(&[], 0);
+        spawn_pool_gauges(store, metrics.clone());
         let state = api::ApiState {
             data: data.clone(),
             metrics: metrics.clone(),
@@ -78,6 +80,21 @@ impl Sidecar {
         };
         Ok(Self { router: api::router(state), metrics, data })
     }
+}
+
+/// Refreshes the pool gauges every second, so any `/metrics` that renders
+/// this registry (the sidecar's own or the runner's in `orders up`) has them.
+fn spawn_pool_gauges(store: Arc<dyn DocumentStore>, metrics: SidecarMetrics) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if let Some((in_use, idle)) = store.pool_stats() {
+                metrics.pool_connections.set(&[("state", "in_use")], in_use as i64);
+                metrics.pool_connections.set(&[("state", "idle")], idle as i64);
+            }
+        }
+    });
 }
 
 fn spawn_key_expiry(store: Arc<SqliteStore>) {

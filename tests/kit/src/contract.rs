@@ -44,7 +44,7 @@ impl Api {
         if let Some(body) = body {
             request = request.body(body);
         }
-        let response = request.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        let response = request.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e:?}"));
         let status = response.status();
         let headers = response.headers().clone();
         let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();

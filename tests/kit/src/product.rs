@@ -24,6 +24,8 @@ pub struct Backends {
     pub mongo_uri: Option<String>,
     pub mongo_database: Option<String>,
     pub redis_url: Option<String>,
+    /// Further `ORDERS_*` settings, e.g. a small pool.
+    pub extra_env: Vec<(String, String)>,
 }
 
 fn orders_command(orders_bin: &Path, args: &[&str], backends: &Backends, data_dir: &Path) -> Command {
@@ -45,6 +47,7 @@ fn orders_command(orders_bin: &Path, args: &[&str], backends: &Backends, data_di
     if let Some(url) = &backends.redis_url {
         command.env("ORDERS_REDIS_URL", url);
     }
+    command.envs(backends.extra_env.iter().map(|(k, v)| (k, v)));
     command
 }
 

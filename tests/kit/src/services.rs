@@ -66,6 +66,14 @@ impl MongoServer {
         Ok(Started { uri: format!("mongodb://{address}"), port, process, flavour: "secantus" })
     }
 
+    /// Stops the server, waits, and starts it again on the same port and data.
+    pub fn restart_after(&mut self, down_for: Duration) -> Result<()> {
+        self.process.stop();
+        std::thread::sleep(down_for);
+        self.process = Self::start_in(self.data_dir.path(), Some(self.port))?.process;
+        Ok(())
+    }
+
     /// Stops the server and starts it again on the same port and data.
     pub fn restart(&mut self) -> Result<()> {
         self.process.stop();

@@ -12,6 +12,8 @@
 //! finish (crashed), using the `_id` the key holds, so no retry ever
 //! creates a second order.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +23,7 @@ use mongodb::options::{
     ClientOptions, FindOneAndUpdateOptions, IndexOptions, ReadPreference, ReadPreferenceOptions, ReturnDocument,
     SelectionCriteria, WriteConcern,
 };
+use mongodb::event::cmap::CmapEvent;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::{Map, Value};
 
@@ -46,6 +49,15 @@ pub struct MongoSettings {
 pub struct MongoStore {
     database: Database,
     host_list: String,
+    pool: Arc<PoolCounters>,
+}
+
+/// Connections of the driver's pool, counted from its CMAP events (the
+/// driver exposes no pool gauge of its own).
+#[derive(Default)]
+struct PoolCounters {
+    open: AtomicI64,
+    checked_out: AtomicI64,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -108,6 +120,18 @@ impl MongoStore {
         options.max_idle_time = Some(Duration::from_secs(300));
         options.write_concern = Some(parse_write_concern(&settings.write_concern)?);
         options.selection_criteria = Some(SelectionCriteria::ReadPreference(parse_read_preference(&settings.read_preference)?));
+        let pool = Arc::new(PoolCounters::default());
+        let counters = pool.clone();
+        options.cmap_event_handler = Some(mongodb::event::EventHandler::callback(move |event: CmapEvent| {
+            let (counter, delta) = match event {
+                CmapEvent::ConnectionCreated(_) => (&counters.open, 1),
+                CmapEvent::ConnectionClosed(_) => (&counters.open, -1),
+                CmapEvent::ConnectionCheckedOut(_) => (&counters.checked_out, 1),
+                CmapEvent::ConnectionCheckedIn(_) => (&counters.checked_out, -1),
+                _ => return,
+            };
+            counter.fetch_add(delta, Ordering::Relaxed);
+        }));
         let client = Client::with_options(options).map_err(|e| anyhow::anyhow!("cannot create MongoDB client: {e}"))?;
         let database = client.database(&settings.database);
         database.run_command(doc! { "ping": 1 }).await.map_err(|e| {
@@ -117,7 +141,7 @@ impl MongoStore {
                 e.kind
             )
         })?;
-        let store = Self { database, host_list };
+        let store = Self { database, host_list, pool };
         store.create_indexes().await?;
         Ok(store)
     }
@@ -233,6 +257,12 @@ fn version_filter(id: ObjectId, if_version: Option<i64>) -> Document {
 impl DocumentStore for MongoStore {
     fn backend(&self) -> &'static str {
         "mongodb"
+    }
+
+    fn pool_stats(&self) -> Option<(u64, u64)> {
+        let open = self.pool.open.load(Ordering::Relaxed).max(0) as u64;
+        let in_use = self.pool.checked_out.load(Ordering::Relaxed).max(0) as u64;
+        Some((in_use, open.saturating_sub(in_use)))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -24,6 +24,23 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    in_use: Arc<AtomicUsize>,
+}
+
+/// Counts a connection as in use for as long as it lives.
+struct InUse(Arc<AtomicUsize>);
+
+impl InUse {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -74,7 +91,12 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open(&path).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), next_reader: AtomicUsize::new(0) })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+            in_use: Arc::default(),
+        })
     }
 
     async fn read<T: Send + 'static>(
@@ -83,8 +105,10 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % READERS;
         let readers = self.readers.clone();
+        let in_use = self.in_use.clone();
         tokio::task::spawn_blocking(move || {
             let connection = readers[index].lock().map_err(|_| unavailable("reader lock poisoned"))?;
+            let _in_use = InUse::new(&in_use);
             work(&connection).map_err(unavailable)
         })
         .await
@@ -96,8 +120,10 @@ impl SqliteStore {
         work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let writer = self.writer.clone();
+        let in_use = self.in_use.clone();
         tokio::task::spawn_blocking(move || {
             let mut connection = writer.lock().map_err(|_| unavailable("writer lock poisoned"))?;
+            let _in_use = InUse::new(&in_use);
             work(&mut connection)
         })
         .await
@@ -149,6 +175,12 @@ fn missed<T>(connection: &Connection, collection: &str, id: &str) -> StoreResult
 impl DocumentStore for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn pool_stats(&self) -> Option<(u64, u64)> {
+        let total = (READERS + 1) as u64;
+        let in_use = (self.in_use.load(Ordering::Relaxed) as u64).min(total);
+        Some((in_use, total - in_use))
     }
 
     async fn ping(&self) -> StoreResult<()> {
