@@ -103,7 +103,7 @@ async fn measured(state: &ApiState, operation: &'static str, headers: &HeaderMap
     let outcome = if response.status().is_server_error() { "error" } else { "ok" };
     state.metrics.operation(operation, outcome, started.elapsed());
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-    tracing::debug!(target: "sidecar", request_id, operation, status, micros = started.elapsed().as_micros() as u64, "operation");
+    tracing::info!(target: "sidecar", request_id, operation, status, micros = started.elapsed().as_micros() as u64, "operation");
     if status >= 500 {
         tracing::warn!(target: "sidecar", request_id, operation, status, "operation failed");
     }
