@@ -28,3 +28,17 @@ async fn contract_passes_on_mongodb_and_redis() {
     let checks = contract::run(&product.url).await;
     assert!(checks >= 150, "only {checks} checks ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_fills_the_store_through_the_api() {
+    let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
+    let output = std::process::Command::new(ORDERS)
+        .args(["seed", "120", "--url", &product.url])
+        .output()
+        .expect("orders seed");
+    assert!(output.status.success(), "{output:?}");
+    let page = contract::Api::new(&product.url).get("/orders?limit=1000").await;
+    let orders = page.body["orders"].as_array().cloned().unwrap_or_default();
+    assert_eq!(orders.len(), 120);
+    assert!(orders.iter().all(|o| o["quantity"].as_i64().is_some_and(|q| (1..=500).contains(&q))));
+}

@@ -203,6 +203,7 @@ async fn mongo_store(uri: &str, database: &str) -> MongoStore {
         // A one-node server: read preferences other than primary cannot be
         // exercised here, only passed through (see mongo_options_are_validated).
         read_preference: "primary".into(),
+        collection_names: Default::default(),
     })
     .await
     .expect("connect")
@@ -251,6 +252,7 @@ async fn mongo_options_are_validated_with_actionable_messages() {
         server_selection_timeout: Duration::from_millis(200),
         write_concern: write_concern.into(),
         read_preference: read_preference.into(),
+        collection_names: Default::default(),
     };
     let error = MongoStore::connect(&settings("secondary-ish", "majority")).await.err().expect("bad read preference");
     assert!(error.to_string().contains("read preference"), "{error}");
@@ -262,4 +264,107 @@ async fn mongo_options_are_validated_with_actionable_messages() {
     let error = MongoStore::connect(&unreachable).await.err().expect("unreachable").to_string();
     assert!(error.contains("127.0.0.1:1") && error.contains("ORDERS_MONGO_URI"), "{error}");
     assert!(!error.contains("s3cret"), "password leaked: {error}");
+}
+
+// Job streams: the same cases on the embedded queue and on Redis Streams.
+
+mod queues {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use orders_sidecar::queue::JobQueue;
+    use orders_sidecar::queue::redis::RedisQueue;
+    use orders_sidecar::queue::sqlite::SqliteQueue;
+    use orders_testkit::services::RedisServer;
+    use serde_json::json;
+
+    async fn jobs_are_claimed_in_order_once_and_acknowledged(queue: Arc<dyn JobQueue>) {
+        for n in 0..3 {
+            queue.append("bundles", &json!({ "n": n })).await.expect("append");
+        }
+        assert_eq!(queue.depth("bundles").await.expect("depth"), 3);
+        let first = queue.claim("bundles", "worker-1", 2, 60_000).await.expect("claim");
+        assert_eq!(first.iter().map(|j| j.payload["n"].as_i64().unwrap_or(-1)).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(first.iter().all(|j| j.deliveries == 1));
+        let second = queue.claim("bundles", "worker-2", 5, 60_000).await.expect("claim");
+        assert_eq!(second.len(), 1);
+        assert!(queue.claim("bundles", "worker-3", 5, 60_000).await.expect("claim").is_empty());
+        let ids: Vec<String> = first.iter().map(|j| j.id.clone()).collect();
+        assert_eq!(queue.ack("bundles", &ids).await.expect("ack"), 2);
+        assert_eq!(queue.depth("bundles").await.expect("depth"), 1);
+    }
+
+    async fn a_job_whose_worker_died_is_claimed_again_after_min_idle(queue: Arc<dyn JobQueue>) {
+        queue.append("bundles", &json!({ "job": "x" })).await.expect("append");
+        let taken = queue.claim("bundles", "dies", 1, 200).await.expect("claim");
+        assert_eq!(taken.len(), 1);
+        assert!(queue.claim("bundles", "survivor", 1, 200).await.expect("claim").is_empty(), "claimed while still held");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let retaken = queue.claim("bundles", "survivor", 1, 200).await.expect("claim");
+        assert_eq!(retaken.len(), 1);
+        assert_eq!(retaken[0].id, taken[0].id);
+        assert_eq!(retaken[0].deliveries, 2);
+        assert_eq!(retaken[0].payload, json!({ "job": "x" }));
+    }
+
+    async fn concurrent_claimers_never_share_a_job(queue: Arc<dyn JobQueue>) {
+        for n in 0..50 {
+            queue.append("bundles", &json!({ "n": n })).await.expect("append");
+        }
+        let workers: Vec<_> = (0..5)
+            .map(|w| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let jobs = queue.claim("bundles", &format!("w{w}"), 3, 60_000).await.expect("claim");
+                        if jobs.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(jobs.into_iter().map(|j| j.id));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for worker in workers {
+            all.extend(worker.await.expect("join"));
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), unique.len()), (50, 50));
+    }
+
+    macro_rules! queue_conformance {
+        ($($case:ident),* $(,)?) => {
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $case() {
+                        let dir = tempfile::tempdir().expect("tempdir");
+                        super::$case(Arc::new(SqliteQueue::open(dir.path()).expect("open"))).await;
+                    }
+                )*
+            }
+            mod redis {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $case() {
+                        let server = RedisServer::start().expect("redis");
+                        let client = ::redis::Client::open(server.url.as_str()).expect("client");
+                        let connection = ::redis::aio::ConnectionManager::new(client).await.expect("connect");
+                        super::$case(Arc::new(RedisQueue::new(connection, "test"))).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    queue_conformance!(
+        jobs_are_claimed_in_order_once_and_acknowledged,
+        a_job_whose_worker_died_is_claimed_again_after_min_idle,
+        concurrent_claimers_never_share_a_job,
+    );
 }

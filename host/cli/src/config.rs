@@ -39,7 +39,7 @@ pub fn apply_config_file(args: &[String]) -> Result<()> {
 }
 
 const KNOWN_KEYS: &[&str] = &[
-    "listen", "data_dir", "manifest", "mongo_uri", "mongo_database", "mongo_pool_size", "mongo_read_preference",
+    "listen", "data_dir", "manifest", "mongo_uri", "mongo_database", "mongo_collection", "mongo_pool_size", "mongo_read_preference",
     "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
     "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances",
 ];
@@ -56,6 +56,9 @@ pub struct StoreOptions {
     /// MongoDB database name.
     #[arg(long, env = "ORDERS_MONGO_DATABASE", default_value = "orders_db")]
     pub mongo_database: String,
+    /// MongoDB collection holding the orders.
+    #[arg(long, env = "ORDERS_MONGO_COLLECTION", default_value = "orders")]
+    pub mongo_collection: String,
     /// Maximum MongoDB connections per sidecar.
     #[arg(long, env = "ORDERS_MONGO_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub mongo_pool_size: u32,
@@ -94,6 +97,7 @@ impl StoreOptions {
                 server_selection_timeout: timeout,
                 write_concern: self.mongo_write_concern.clone(),
                 read_preference: self.mongo_read_preference.clone(),
+                collection_names: HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
             }),
             redis_url: self.redis_url.clone(),
             redis_namespace: format!("orders:{}", self.mongo_database),
@@ -101,6 +105,7 @@ impl StoreOptions {
             cache_max_entries: 100_000,
             store_timeout: Duration::from_millis(self.store_timeout_ms),
             collections: vec!["orders".to_owned()],
+            streams: vec!["bundles".to_owned()],
         }
     }
 
@@ -109,6 +114,7 @@ impl StoreOptions {
         vec![
             "--data-dir".into(), data_dir.display().to_string(),
             "--mongo-database".into(), self.mongo_database.clone(),
+            "--mongo-collection".into(), self.mongo_collection.clone(),
             "--mongo-pool-size".into(), self.mongo_pool_size.to_string(),
             "--mongo-read-preference".into(), self.mongo_read_preference.clone(),
             "--mongo-write-concern".into(), self.mongo_write_concern.clone(),

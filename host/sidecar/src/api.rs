@@ -15,7 +15,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::blobs::BlobStore;
 use crate::data::DataService;
+use crate::queue::JobQueue;
 use crate::metrics::SidecarMetrics;
 use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
 
@@ -24,9 +26,12 @@ pub const MAX_PAGE: u32 = 1001;
 #[derive(Clone)]
 pub struct ApiState {
     pub data: Arc<DataService>,
+    pub queue: Arc<dyn JobQueue>,
+    pub blobs: Arc<BlobStore>,
     pub metrics: SidecarMetrics,
     pub token: Arc<str>,
     pub collections: Arc<[String]>,
+    pub streams: Arc<[String]>,
 }
 
 /// An API failure as `{"error": code, "message": …}`.
@@ -37,7 +42,7 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
 }
@@ -69,6 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ready", get(ready))
         .route("/v1/docs/{collection}", get(list).post(insert))
         .route("/v1/docs/{collection}/{id}", get(get_one).patch(update).delete(delete))
+        .merge(crate::api_jobs::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)
@@ -96,7 +102,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Times and counts one operation, logging it under the caller's request id.
-async fn measured(state: &ApiState, operation: &'static str, headers: &HeaderMap, work: impl Future<Output = ApiResult>) -> Response {
+pub async fn measured(state: &ApiState, operation: &'static str, headers: &HeaderMap, work: impl Future<Output = ApiResult>) -> Response {
     let started = Instant::now();
     let response = work.await.unwrap_or_else(IntoResponse::into_response);
     let status = response.status().as_u16();

@@ -4,9 +4,12 @@
 //! internal HTTP API.
 
 pub mod api;
+mod api_jobs;
+pub mod blobs;
 pub mod cache;
 pub mod data;
 pub mod metrics;
+pub mod queue;
 pub mod store;
 
 use std::path::PathBuf;
@@ -17,11 +20,15 @@ use anyhow::Result;
 use bytes::Bytes;
 use orders_telemetry::Registry;
 
+use crate::blobs::BlobStore;
 use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::data::DataService;
 use crate::metrics::SidecarMetrics;
+use crate::queue::JobQueue;
+use crate::queue::redis::RedisQueue;
+use crate::queue::sqlite::SqliteQueue;
 use crate::store::DocumentStore;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::sqlite::SqliteStore;
@@ -38,6 +45,8 @@ pub struct SidecarConfig {
     pub cache_max_entries: usize,
     pub store_timeout: Duration,
     pub collections: Vec<String>,
+    /// Job streams components may use.
+    pub streams: Vec<String>,
 }
 
 /// A started sidecar: its API as an axum router (served over TCP, or
@@ -65,18 +74,30 @@ impl Sidecar {
                 store
             }
         };
-        let cache: Arc<dyn Cache> = match &config.redis_url {
-            Some(url) => Arc::new(RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?),
-            None => Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
+        let (cache, queue): (Arc<dyn Cache>, Arc<dyn JobQueue>) = match &config.redis_url {
+            Some(url) => {
+                let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;
+                let queue = RedisQueue::new(cache.connection(), &config.redis_namespace);
+                (Arc::new(cache), Arc::new(queue))
+            }
+            None => (
+                Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
+                Arc::new(SqliteQueue::open(&config.data_dir)?),
+            ),
         };
+        let blobs = Arc::new(BlobStore::open(config.data_dir.join("blobs"))?);
         let data = Arc::new(DataService::new(store.clone(), cache, metrics.clone(), config.store_timeout));
         metrics.cache_degraded.set(&[], 0);
         spawn_pool_gauges(store, metrics.clone());
+        spawn_queue_gauges(queue.clone(), config.streams.clone(), metrics.clone());
         let state = api::ApiState {
             data: data.clone(),
+            queue,
+            blobs,
             metrics: metrics.clone(),
             token: Arc::from(config.token.as_str()),
             collections: Arc::from(config.collections.clone()),
+            streams: Arc::from(config.streams.clone()),
         };
         Ok(Self { router: api::router(state), metrics, data })
     }
@@ -92,6 +113,20 @@ fn spawn_pool_gauges(store: Arc<dyn DocumentStore>, metrics: SidecarMetrics) {
             if let Some((in_use, idle)) = store.pool_stats() {
                 metrics.pool_connections.set(&[("state", "in_use")], in_use as i64);
                 metrics.pool_connections.set(&[("state", "idle")], idle as i64);
+            }
+        }
+    });
+}
+
+fn spawn_queue_gauges(queue: Arc<dyn JobQueue>, streams: Vec<String>, metrics: SidecarMetrics) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            for stream in &streams {
+                if let Ok(depth) = queue.depth(stream).await {
+                    metrics.queue_depth.set(&[("stream", stream.as_str())], depth as i64);
+                }
             }
         }
     });

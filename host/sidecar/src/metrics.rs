@@ -15,6 +15,7 @@ pub struct SidecarMetrics {
     cache_requests: CounterVec,
     pub cache_degraded: GaugeVec,
     pub pool_connections: GaugeVec,
+    pub queue_depth: GaugeVec,
 }
 
 impl SidecarMetrics {
@@ -27,6 +28,7 @@ impl SidecarMetrics {
             cache_requests: registry.counter("orders_cache_requests_total", "Cache lookups, by result (hit, miss, error, bypass)."),
             cache_degraded: registry.gauge("orders_cache_degraded", "1 while the cache is unreachable and reads go straight to the store."),
             pool_connections: registry.gauge("orders_store_pool_connections", "Store connections, by state (in_use, idle)."),
+            queue_depth: registry.gauge("orders_queue_depth", "Jobs appended and not yet acknowledged, by stream."),
             registry,
         }
     }

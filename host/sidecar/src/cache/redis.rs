@@ -65,6 +65,13 @@ impl RedisCache {
     }
 }
 
+impl RedisCache {
+    /// The shared connection, for the job queue on the same Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
 #[async_trait]
 impl Cache for RedisCache {
     fn backend(&self) -> &'static str {

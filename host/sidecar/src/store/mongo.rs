@@ -44,12 +44,16 @@ pub struct MongoSettings {
     pub server_selection_timeout: Duration,
     pub write_concern: String,
     pub read_preference: String,
+    /// Physical collection names by the API's collection name, e.g.
+    /// `orders` → `orders` (the old deployment's name, the default).
+    pub collection_names: std::collections::HashMap<String, String>,
 }
 
 pub struct MongoStore {
     database: Database,
     host_list: String,
     pool: Arc<PoolCounters>,
+    collection_names: std::collections::HashMap<String, String>,
 }
 
 /// Connections of the driver's pool, counted from its CMAP events (the
@@ -141,7 +145,7 @@ impl MongoStore {
                 e.kind
             )
         })?;
-        let store = Self { database, host_list, pool };
+        let store = Self { database, host_list, pool, collection_names: settings.collection_names.clone() };
         store.create_indexes().await?;
         Ok(store)
     }
@@ -165,7 +169,8 @@ impl MongoStore {
     }
 
     fn documents(&self, collection: &str) -> Collection<Document> {
-        self.database.collection(collection)
+        let physical = self.collection_names.get(collection).map(String::as_str).unwrap_or(collection);
+        self.database.collection(physical)
     }
 
     fn keys(&self) -> Collection<Document> {

@@ -1,0 +1,151 @@
+//! The sidecar API's job streams and blobs (`/v1/streams`, `/v1/blobs`),
+//! used by background work such as the bundle pipeline.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{ApiFailure, ApiState, measured};
+use crate::blobs::valid_key;
+use crate::queue::QueueError;
+
+/// The largest blob the API accepts.
+pub const MAX_BLOB_BYTES: usize = 256 << 20;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/streams/{stream}", get(depth).post(append))
+        .route("/v1/streams/{stream}/claim", post(claim))
+        .route("/v1/streams/{stream}/ack", post(ack))
+        .route("/v1/blobs/{key}", get(get_blob).put(put_blob).delete(delete_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)))
+}
+
+impl From<QueueError> for ApiFailure {
+    fn from(error: QueueError) -> Self {
+        ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", error.0)
+    }
+}
+
+fn check_stream(state: &ApiState, stream: &str) -> Result<(), ApiFailure> {
+    if state.streams.iter().any(|allowed| allowed == stream) {
+        Ok(())
+    } else {
+        Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_stream", format!("stream {stream:?} is not allowed")))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), ApiFailure> {
+    if valid_key(key) {
+        Ok(())
+    } else {
+        Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_key", "blob keys are 1-128 of A-Z a-z 0-9 . _ -, not starting with a dot"))
+    }
+}
+
+fn io_failure(error: std::io::Error) -> ApiFailure {
+    ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "blob_store_unavailable", error.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBody {
+    payload: Value,
+}
+
+async fn append(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap, body: Json<AppendBody>) -> Response {
+    measured(&state, "stream_append", &headers, async {
+        check_stream(&state, &stream)?;
+        let id = state.queue.append(&stream, &body.0.payload).await?;
+        Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    consumer: String,
+    #[serde(default = "one")]
+    count: usize,
+    #[serde(default = "default_min_idle")]
+    min_idle_ms: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_min_idle() -> u64 {
+    60_000
+}
+
+async fn claim(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap, body: Json<ClaimBody>) -> Response {
+    measured(&state, "stream_claim", &headers, async {
+        check_stream(&state, &stream)?;
+        let ClaimBody { consumer, count, min_idle_ms } = body.0;
+        if consumer.is_empty() || !(1..=100).contains(&count) {
+            return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request", "consumer must be named and count within 1..=100"));
+        }
+        let jobs = state.queue.claim(&stream, &consumer, count, min_idle_ms).await?;
+        Ok(Json(json!({ "jobs": jobs })).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    ids: Vec<String>,
+}
+
+async fn ack(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap, body: Json<AckBody>) -> Response {
+    measured(&state, "stream_ack", &headers, async {
+        check_stream(&state, &stream)?;
+        let acked = state.queue.ack(&stream, &body.0.ids).await?;
+        Ok(Json(json!({ "acked": acked })).into_response())
+    })
+    .await
+}
+
+async fn depth(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap) -> Response {
+    measured(&state, "stream_depth", &headers, async {
+        check_stream(&state, &stream)?;
+        let depth = state.queue.depth(&stream).await?;
+        Ok(Json(json!({ "depth": depth })).into_response())
+    })
+    .await
+}
+
+async fn put_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    measured(&state, "blob_put", &headers, async {
+        check_key(&key)?;
+        state.blobs.put(&key, &body).await.map_err(io_failure)?;
+        Ok((StatusCode::CREATED, Json(json!({ "key": key, "bytes": body.len() }))).into_response())
+    })
+    .await
+}
+
+async fn get_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    measured(&state, "blob_get", &headers, async {
+        check_key(&key)?;
+        match state.blobs.get(&key).await.map_err(io_failure)? {
+            Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
+            None => Err(ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no blob with this key")),
+        }
+    })
+    .await
+}
+
+async fn delete_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    measured(&state, "blob_delete", &headers, async {
+        check_key(&key)?;
+        let deleted = state.blobs.delete(&key).await.map_err(io_failure)?;
+        Ok(Json(json!({ "deleted": deleted })).into_response())
+    })
+    .await
+}

@@ -1,0 +1,76 @@
+//! Blob storage for artefacts (bundle zips): files in one directory, written
+//! to a temporary name, synced, then renamed, so a reader never sees half a
+//! blob and an acknowledged put survives a crash. Several sidecars share
+//! blobs by sharing the directory.
+
+use std::path::PathBuf;
+
+use tokio::io::AsyncWriteExt;
+
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+/// Keys are file names we choose to trust: 1–128 of `[A-Za-z0-9._-]`, not
+/// starting with a dot, so no key can name a path outside the directory.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && !key.starts_with('.')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl BlobStore {
+    pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create blob directory {}: {e}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    pub async fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let partial = self.dir.join(format!(".{key}.{}.partial", std::process::id()));
+        let mut file = tokio::fs::File::create(&partial).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&partial, self.dir.join(key)).await
+    }
+
+    pub async fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match tokio::fs::read(self.dir.join(key)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> std::io::Result<bool> {
+        match tokio::fs::remove_file(self.dir.join(key)).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_the_directory() {
+        for bad in ["", "../x", "a/b", ".hidden", "x\0", &"k".repeat(129)] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+        assert!(valid_key("bundle-65a1.zip"));
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().to_path_buf()).unwrap();
+        store.put("a.zip", b"zip bytes").await.unwrap();
+        assert_eq!(store.get("a.zip").await.unwrap().as_deref(), Some(&b"zip bytes"[..]));
+        assert!(store.delete("a.zip").await.unwrap());
+        assert_eq!(store.get("a.zip").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! The embedded job queue: a SQLite table in the sidecar's data directory,
+//! written with `synchronous=FULL` like the document store, so an appended
+//! job survives `kill -9`. A claim is one UPDATE … RETURNING, atomic under
+//! SQLite's single writer, so two consumers never get the same job.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use super::{Job, JobQueue, QueueError, QueueResult};
+
+pub struct SqliteQueue {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn failed(error: impl std::fmt::Display) -> QueueError {
+    QueueError(format!("sqlite: {error}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+impl SqliteQueue {
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let connection = Connection::open(data_dir.join("queue.sqlite3"))?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 stream TEXT NOT NULL,
+                 payload TEXT NOT NULL,
+                 consumer TEXT,
+                 claimed_at INTEGER,
+                 deliveries INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE INDEX IF NOT EXISTS jobs_stream ON jobs (stream, id);",
+        )?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> QueueResult<T> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().map_err(|_| failed("queue lock poisoned"))?;
+            work(&connection).map_err(failed)
+        })
+        .await
+        .map_err(failed)?
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteQueue {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn append(&self, stream: &str, payload: &Value) -> QueueResult<String> {
+        let (stream, payload) = (stream.to_owned(), payload.to_string());
+        self.run(move |c| {
+            c.execute("INSERT INTO jobs (stream, payload) VALUES (?1, ?2)", params![stream, payload])?;
+            Ok(c.last_insert_rowid().to_string())
+        })
+        .await
+    }
+
+    async fn claim(&self, stream: &str, consumer: &str, count: usize, min_idle_ms: u64) -> QueueResult<Vec<Job>> {
+        let (stream, consumer) = (stream.to_owned(), consumer.to_owned());
+        self.run(move |c| {
+            let now = now_ms();
+            let mut statement = c.prepare_cached(
+                "UPDATE jobs SET consumer = ?1, claimed_at = ?2, deliveries = deliveries + 1
+                 WHERE id IN (SELECT id FROM jobs WHERE stream = ?3 AND (claimed_at IS NULL OR claimed_at <= ?4)
+                              ORDER BY id LIMIT ?5)
+                 RETURNING id, payload, deliveries",
+            )?;
+            let rows = statement.query_map(params![consumer, now, stream, now - min_idle_ms as i64, count as i64], |row| {
+                let payload: String = row.get(1)?;
+                Ok(Job {
+                    id: row.get::<_, i64>(0)?.to_string(),
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    deliveries: row.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            let mut jobs: Vec<Job> = rows.collect::<rusqlite::Result<_>>()?;
+            jobs.sort_by_key(|job| job.id.parse::<i64>().unwrap_or(0));
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn ack(&self, stream: &str, ids: &[String]) -> QueueResult<u64> {
+        let stream = stream.to_owned();
+        let ids: Vec<i64> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        self.run(move |c| {
+            let mut removed = 0;
+            for id in ids {
+                removed += c.execute("DELETE FROM jobs WHERE stream = ?1 AND id = ?2", params![stream, id])? as u64;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn depth(&self, stream: &str) -> QueueResult<u64> {
+        let stream = stream.to_owned();
+        self.run(move |c| c.query_row("SELECT COUNT(*) FROM jobs WHERE stream = ?1", params![stream], |row| row.get::<_, i64>(0)).map(|n| n as u64))
+            .await
+    }
+}
