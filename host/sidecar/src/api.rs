@@ -116,12 +116,17 @@ pub async fn measured(state: &ApiState, operation: &'static str, headers: &Heade
     response
 }
 
-fn check_collection(state: &ApiState, collection: &str) -> Result<(), ApiFailure> {
-    if state.collections.iter().any(|allowed| allowed == collection) {
+/// Only allow-listed collections and streams exist for components.
+pub fn check_allowed(allowed: &[String], name: &str, what: &'static str, code: &'static str) -> Result<(), ApiFailure> {
+    if allowed.iter().any(|entry| entry == name) {
         Ok(())
     } else {
-        Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_collection", format!("collection {collection:?} is not allowed")))
+        Err(ApiFailure::new(StatusCode::NOT_FOUND, code, format!("{what} {name:?} is not allowed")))
     }
+}
+
+fn check_collection(state: &ApiState, collection: &str) -> Result<(), ApiFailure> {
+    check_allowed(&state.collections, collection, "collection", "unknown_collection")
 }
 
 fn check_id(id: &str) -> Result<(), ApiFailure> {

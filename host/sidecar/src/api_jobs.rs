@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{ApiFailure, ApiState, measured};
+use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::blobs::valid_key;
 use crate::queue::QueueError;
 
@@ -32,11 +32,7 @@ impl From<QueueError> for ApiFailure {
 }
 
 fn check_stream(state: &ApiState, stream: &str) -> Result<(), ApiFailure> {
-    if state.streams.iter().any(|allowed| allowed == stream) {
-        Ok(())
-    } else {
-        Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_stream", format!("stream {stream:?} is not allowed")))
-    }
+    check_allowed(&state.streams, stream, "stream", "unknown_stream")
 }
 
 fn check_key(key: &str) -> Result<(), ApiFailure> {

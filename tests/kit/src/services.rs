@@ -66,10 +66,13 @@ impl MongoServer {
         Ok(Started { uri: format!("mongodb://{address}"), port, process, flavour: "secantus" })
     }
 
-    /// Stops the server, waits, and starts it again on the same port and data.
-    pub fn restart_after(&mut self, down_for: Duration) -> Result<()> {
+    /// Stops the server; it answers nothing until `start_again`.
+    pub fn stop(&mut self) {
         self.process.stop();
-        std::thread::sleep(down_for);
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn start_again(&mut self) -> Result<()> {
         self.process = Self::start_in(self.data_dir.path(), Some(self.port))?.process;
         Ok(())
     }
