@@ -1,0 +1,590 @@
+"""Turns the records of one benchmark run into docs/benchmarks.json,
+docs/benchmarks.md and docs/benchmarks.svg (plain SVG, no plotting library).
+"""
+
+import json
+import math
+from pathlib import Path
+
+PEERS = ("axum", "flask", "spin")
+SYSTEM_NAMES = {
+    "ours": "ours (orders up: runner + sidecar, MongoDB + Redis)",
+    "axum": "axum reference (native, MongoDB driver)",
+    "flask": "old service (Flask + gunicorn 2x4)",
+    "spin": "Spin (spin up + orders sidecar)",
+}
+COLOURS = {"ours": "#2b6cb0", "axum": "#dd6b20", "flask": "#718096", "spin": "#38a169"}
+CHART_SCENARIOS = ["get-by-id", "get-by-id-cold", "list", "update", "create", "mixed"]
+RECORD_KEYS = ("scenario", "system", "rps", "p50_ms", "p99_ms", "p999_ms", "errors", "peak_rss_mib")
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        if value >= 10:
+            return f"{value:.1f}"
+        return f"{value:.{max(digits, 2)}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def find(records, scenario, system="ours"):
+    return next((r for r in records if r["scenario"] == scenario and r["system"] == system), None)
+
+
+def ratio(a, b):
+    if not a or not b or a.get("rps") in (None, 0) or b.get("rps") in (None, 0):
+        return None
+    return a["rps"] / b["rps"]
+
+
+# --------------------------------------------------------------------------- tables
+
+def table(records):
+    """The console table: one line per measured load run."""
+    rows = [r for r in records if r.get("rps") is not None]
+    header = f"{'scenario':<30} {'system':<6} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7} {'RSS MiB':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['scenario']:<30} {r['system']:<6} {fmt(r['rps']):>9} {fmt(r['p50_ms']):>8} {fmt(r['p99_ms']):>8} "
+                     f"{fmt(r['p999_ms']):>9} {fmt(r['errors']):>7} {fmt(r['peak_rss_mib']):>8}")
+    for r in records:
+        if r["scenario"] == "instantiation":
+            lines.append(f"instantiation p50 (ours): {fmt(r.get('p50_us'))} µs, p99 {fmt(r.get('p99_us'))} µs")
+        if r["scenario"] == "sidecar-hop":
+            lines.append(f"sidecar hop overhead (ours, mean): {fmt(r.get('hop_overhead_mean_us'))} µs")
+        if r["scenario"].startswith("start-to-first-200"):
+            lines.append(f"{r['scenario']} (ours): {fmt(r.get('ready_s'))} s")
+        if r["scenario"].startswith("peak-concurrency"):
+            lines.append(f"{r['scenario']} ({r['system']}): {fmt(r.get('peak_users'))} users with 0 failures")
+    return "\n".join(lines)
+
+
+def markdown_results(records):
+    rows = [r for r in records if r.get("rps") is not None]
+    out = ["| scenario | system | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MiB | notes |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        notes = []
+        if r.get("connections"):
+            notes.append(f"{r['connections']} connections")
+        if r.get("users"):
+            notes.append(f"{r['users']:,} users")
+        if r.get("target_rps"):
+            notes.append(f"paced at {fmt(r['target_rps'])} req/s")
+        if r.get("cache_hit_ratio") is not None:
+            notes.append(f"cache hit ratio {r['cache_hit_ratio']:.0%}")
+        if r.get("peak_users") is not None:
+            notes.append(f"peak {r['peak_users']:,} users at 0 failures")
+        if r.get("store"):
+            notes.append(r["store"])
+        if r.get("cpu_us_per_request"):
+            notes.append(f"{r['cpu_us_per_request']:,} CPU-µs/request")
+        if r.get("cpu_percent"):
+            notes.append("CPU " + ", ".join(f"{k} {v:.0f}%" for k, v in r["cpu_percent"].items() if v is not None))
+        if r.get("retried"):
+            notes.append(f"{r['retried']} resent after a closed keep-alive")
+        failure = (r.get("first_failures") or [None])[0]
+        if failure:
+            notes.append(f"first failure {failure['reason']} at {failure['at_s']} s")
+        if r.get("generator_cpu_percent"):
+            notes.append("generator CPU " + "/".join(f"{v:.0f}%" for v in r["generator_cpu_percent"]))
+        out.append(f"| {r['scenario']} | {r['system']} | {fmt(r['rps'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+                   f"{fmt(r['p999_ms'])} | {fmt(r['errors'])} | {fmt(r['peak_rss_mib'])} | {'; '.join(notes)} |")
+    return "\n".join(out)
+
+
+def markdown_ratios(records):
+    scenarios = [s for s in CHART_SCENARIOS + ["get-by-id-half-max"] if find(records, s)]
+    peers = [p for p in PEERS if any(r["system"] == p for r in records)]
+    if not peers:
+        return "_No peer was measured in this run._"
+    out = ["| scenario | " + " | ".join(f"ours ÷ {p}" for p in peers) + " |", "|---|" + "---:|" * len(peers)]
+    for scenario in scenarios:
+        cells = []
+        for peer in peers:
+            value = ratio(find(records, scenario), find(records, scenario, peer))
+            cells.append(f"{value:.2f}×" if value is not None else "–")
+        out.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- targets
+
+def cpu_text(record):
+    shares = (record or {}).get("cpu_percent") or {}
+    if not shares:
+        return ""
+    return "CPU (100% = one core of 2): " + ", ".join(f"{k} {v:.0f}%" for k, v in shares.items() if v is not None)
+
+
+def generator_text(record):
+    values = (record or {}).get("generator_cpu_percent") or []
+    if not values:
+        return ""
+    text = f"generator processes at {'/'.join(f'{v:.0f}%' for v in values)} of a core each"
+    if max(values) >= 85:
+        text += " — the generator was near its own limit"
+    return text
+
+
+def per_request(record):
+    value = (record or {}).get("cpu_us_per_request")
+    return f"{value:,} CPU-µs per request" if value else "CPU per request not measured"
+
+
+def store_text(record):
+    metrics = (record or {}).get("product_metrics") or {}
+    ops = metrics.get("store_by_operation")
+    return f"store time per operation (mean ms): {ops_text(ops)}" if ops else ""
+
+
+def targets(records, facts):
+    quick = facts.get("mode") == "quick"
+    baseline = facts.get("store_baseline") or {}
+    rows = []
+
+    def add(figure, target, measured, met, why=""):
+        if measured is None:
+            rows.append((figure, target, "not measured in this run", "–", why))
+        else:
+            rows.append((figure, target, measured, "met" if met else "**not met**", "" if met else why))
+
+    # Peak concurrency.
+    peak = find(records, "peak-concurrency-100-to-10k") or find(records, "peak-concurrency-100")
+    figure = "peak concurrency, mixed, spawn rate 100, 2 instances behind nginx"
+    if peak:
+        failures = peak.get("first_failures") or []
+        parts = []
+        if failures:
+            parts.append(f"first failure: {failures[0]['reason']} at {failures[0]['at_s']} s with "
+                         f"{peak.get('spawned', 0):,} users started")
+        else:
+            parts.append(f"no request failed; the ramp stopped at {peak.get('spawned', 0):,} users "
+                         f"({peak.get('spawn_rate')} users/s for {fmt(peak.get('seconds'))} s)")
+        parts.append(f"{fmt(peak.get('rps'))} req/s, p50 {fmt(peak.get('p50_ms'))} ms, p99 {fmt(peak.get('p99_ms'))} ms")
+        parts += [cpu_text(peak), generator_text(peak), store_text(peak)]
+        why = "; ".join(p for p in parts if p) + ". "
+        why += ("Note that 100 users/s for 60 s starts only 6,000 users, so the target needs a longer ramp "
+                "(the `-to-10k` run ramps on to 10,000). Each user sends a list page and a create every ~4 s, so "
+                "10,000 users are ~5,000 req/s on this 2-core machine, which also runs SecantusDB, Redis, nginx and "
+                "the generator; every create retires the cached list pages, so half of the requests become a "
+                "database query for 100 documents")
+        if baseline:
+            why += f" ({baseline.get('first_page_of_100_ms')} ms each in the database alone)"
+        why += (". The nginx template allows 4,096 connections per worker, fewer than 10,000 users hold. What would "
+                "move it: list pages that survive unrelated inserts, the database on its own machine, more cores, "
+                "and a higher worker_connections.")
+        add(figure, "≥ 10,000 users", f"{peak.get('peak_users') or 0:,} users ({peak['scenario']})",
+            (peak.get("peak_users") or 0) >= 10_000, why)
+    else:
+        add(figure, "≥ 10,000 users", None, False)
+
+    def ratio_target(figure, target_value, scenario, peer, explain):
+        ours, other = find(records, scenario), find(records, scenario, peer)
+        value = ratio(ours, other)
+        if value is None:
+            add(figure, f"≥ {target_value}×", None, False)
+            return
+        measured = f"{value:.2f}× ({fmt(ours['rps'])} vs {fmt(other['rps'])} req/s)"
+        add(figure, f"≥ {target_value}×", measured, value >= target_value, explain(ours, other))
+
+    def get_vs(peer_name):
+        def explain(ours, other):
+            metrics = ours.get("product_metrics") or {}
+            inst = (metrics.get("instantiation") or {}).get("mean_us")
+            text = (f"ours {per_request(ours)} vs {peer_name} {per_request(other)}; ours: {cpu_text(ours)}. With the cache "
+                    "warm ours does not touch the database, so its ceiling is its own CPU per request on the cores it "
+                    "shares with wrk: two component instantiations (router, then get")
+            if inst:
+                text += f"; {fmt(inst)} µs mean each"
+            text += (") and the sidecar call with its Redis round trip. What would move it: routing in the runner "
+                     "instead of a chained router component, serving cached documents without a Redis round trip "
+                     "(an in-process tier in front of Redis), and more cores.")
+            return text
+        return explain
+
+    ratio_target("max RPS get-by-id (cache warm) vs the old service", 20, "get-by-id", "flask", get_vs("the old service"))
+
+    def create_explain(ours, other):
+        text = f"ours: {cpu_text(ours)}; {store_text(ours)}. "
+        if baseline:
+            text += (f"The database alone takes {baseline.get('inserts_per_s_16_threads', 0):,} inserts/s from 16 "
+                     f"threads ({baseline.get('insert_ms')} ms each with `--sync-on-commit`), so creates are bound by "
+                     "the database for every system and the ratio tends to 1×. ")
+        text += ("Ours also writes with majority + journal and invalidates the cache per create; the old service "
+                 "used the driver's default w:1. What would move it: a store that commits in groups (a real MongoDB "
+                 "journal), or batching inserts in the sidecar.")
+        return text
+
+    ratio_target("max RPS create vs the old service", 3, "create", "flask", create_explain)
+    ratio_target("max RPS get-by-id vs the native Rust reference", 0.5, "get-by-id", "axum", get_vs("the axum reference"))
+
+    half = find(records, "get-by-id-half-max")
+    if half:
+        peers = [find(records, "get-by-id-half-max", p) for p in PEERS]
+        peer_text = ", ".join(f"{p['system']} {fmt(p['p99_ms'])} ms" for p in peers if p)
+        why = (f"{cpu_text(half)}. p50 {fmt(half['p50_ms'])} ms but a long tail; at their own half rates the peers' p99 "
+               f"were {peer_text or 'not measured'}: on this shared 2-core machine the tail comes from processes "
+               "waiting for a core (wrk, SecantusDB, Redis, the system and other users' jobs). What would move it: "
+               "fewer runnable threads per request (the chained router, the Redis round trip), and dedicated cores.")
+        add("p99 latency at half of max RPS, get-by-id", "≤ 10 ms", f"{fmt(half['p99_ms'])} ms at {fmt(half['rps'])} req/s",
+            half["p99_ms"] is not None and half["p99_ms"] <= 10, why)
+    else:
+        add("p99 latency at half of max RPS, get-by-id", "≤ 10 ms", None, False)
+
+    for scenario, label in (("mixed-40k-per-min-1-core", "MongoDB + Redis"),
+                            ("mixed-40k-per-min-1-core-embedded", "embedded store")):
+        figure = f"mixed at 40,000 req/min for 5 min on 1 core ({label})"
+        budget = find(records, scenario)
+        if not budget:
+            if scenario.endswith("embedded") and not quick:
+                add(figure, "0 errors, p99 ≤ 50 ms", None, False)
+            elif not scenario.endswith("embedded"):
+                add(figure, "0 errors, p99 ≤ 50 ms", None, False)
+            continue
+        rpm = budget.get("requests_per_minute") or 0
+        held = budget.get("held_seconds") or 0
+        ok = (budget["errors"] == 0 and budget["p99_ms"] is not None and budget["p99_ms"] <= 50
+              and rpm >= 0.97 * 40_000 and held >= 300)
+        measured = f"{rpm:,} req/min for {held} s, {budget['errors']} errors, p99 {fmt(budget['p99_ms'])} ms"
+        why = ""
+        if held < 300:
+            why += f"Held {held} s only (quick run), not 5 minutes. "
+        if rpm < 0.97 * 40_000:
+            why += (f"{budget.get('users', 0):,} users were running, but the model is closed-loop: each user waits for "
+                    f"its answer (p50 {fmt(budget['p50_ms'])} ms) before thinking again, so slow answers lowered the "
+                    "rate. ")
+        why += "; ".join(p for p in (cpu_text(budget), generator_text(budget), store_text(budget)) if p) + ". "
+        if scenario.endswith("embedded"):
+            why += ("Runner, sidecar and SQLite share the one core; what would move it: list pages that survive "
+                    "unrelated inserts (each create now retires every cached page), and less CPU per request.")
+        else:
+            why += ("The pinned process (runner + sidecar) is not the limit when the store time dominates: each "
+                    "create retires the cached list pages, so half of the requests query the database, which here "
+                    "serializes inserts and page queries. What would move it: list pages that survive unrelated "
+                    "inserts, and a faster store.")
+        add(figure, "0 errors, p99 ≤ 50 ms", measured, ok, why)
+
+    rss_values = []
+    for r in records:
+        if r["system"] != "ours":
+            continue
+        if r["scenario"] == "peak-rss" and r.get("peak_rss_mib"):
+            rss_values.append((r["peak_rss_mib"], "orders up: runner + sidecar in one process"))
+        if r.get("max_instance_rss_mib"):
+            rss_values.append((r["max_instance_rss_mib"], f"runner instance, {r['scenario']}"))
+        if r["scenario"].startswith("mixed-40k-per-min-1-core") and r.get("peak_rss_mib"):
+            rss_values.append((r["peak_rss_mib"], f"orders up, {r['scenario']}"))
+    if rss_values:
+        worst = max(rss_values)
+        add("peak RSS per instance under load", "≤ 100 MiB", f"{fmt(worst[0])} MiB ({worst[1]})", worst[0] <= 100,
+            "Each live component instance keeps its memory resident while a request waits (slow database answers "
+            "mean more instances alive at once, up to --max-instances 256). Fewer slots, or smaller linear memories, "
+            "would move it.")
+    else:
+        add("peak RSS per instance under load", "≤ 100 MiB", None, False)
+
+    inst = find(records, "instantiation")
+    if inst and inst.get("p50_us") is not None:
+        add("per-request component instantiation, p50", "≤ 50 µs", f"{fmt(inst['p50_us'])} µs (p99 {fmt(inst.get('p99_us'))} µs)",
+            inst["p50_us"] <= 50, "Instantiation includes the WASI context set up for each request; pre-instantiating "
+            "and keeping that context lean would move it.")
+    else:
+        add("per-request component instantiation, p50", "≤ 50 µs", None, False)
+
+    start = find(records, "start-to-first-200")
+    if start and start.get("ready_s") is not None:
+        add("runner start to first 200, precompiled components", "≤ 1 s", f"{fmt(start['ready_s'])} s",
+            start["ready_s"] <= 1.0, "Start includes connecting to MongoDB and Redis and loading the compiled components.")
+    else:
+        add("runner start to first 200, precompiled components", "≤ 1 s", None, False)
+
+    out = ["| figure | target | measured | status | bottleneck measured, and what would move it |", "|---|---|---|---|---|"]
+    for figure, target, measured, status, why in rows:
+        if quick and status != "–":
+            status += " (quick run: indicative only)"
+        out.append(f"| {figure} | {target} | {measured} | {status} | {why} |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- costs
+
+def markdown_costs(records):
+    out = []
+    inst = find(records, "instantiation")
+    if inst and inst.get("by_function"):
+        out += ["**Component instantiation per request** (`orders_component_instantiation_seconds`, p50/p99 interpolated "
+                "within the histogram's buckets; every API request instantiates the router and one endpoint component):", "",
+                "| function | instantiations | mean µs | p50 µs | p99 µs |", "|---|---:|---:|---:|---:|"]
+        for function, summary in sorted(inst["by_function"].items()):
+            if summary:
+                out.append(f"| {function} | {summary['count']:,} | {fmt(summary['mean_us'])} | {fmt(summary['p50_us'])} | {fmt(summary['p99_us'])} |")
+        out.append(f"| all | {inst.get('count') or 0:,} | {fmt(inst.get('mean_us'))} | {fmt(inst.get('p50_us'))} | {fmt(inst.get('p99_us'))} |")
+        out.append("")
+    hop = find(records, "sidecar-hop")
+    if hop:
+        o, s, st = hop.get("outbound_to_sidecar") or {}, hop.get("sidecar_operation") or {}, hop.get("store_operation") or {}
+        out += ["**The sidecar hop** (in `orders up` the sidecar is in the same process and the call does not cross a socket):", "",
+                "| measured | count | mean µs | p50 µs | p99 µs |", "|---|---:|---:|---:|---:|",
+                f"| component → sidecar → component (outbound call) | {fmt(o.get('count'))} | {fmt(o.get('mean_us'))} | {fmt(o.get('p50_us'))} | {fmt(o.get('p99_us'))} |",
+                f"| inside the sidecar (cache + store) | {fmt(s.get('count'))} | {fmt(s.get('mean_us'))} | {fmt(s.get('p50_us'))} | {fmt(s.get('p99_us'))} |",
+                f"| the store alone (MongoDB) | {fmt(st.get('count'))} | {fmt(st.get('mean_us'))} | {fmt(st.get('p50_us'))} | {fmt(st.get('p99_us'))} |",
+                "", f"The hop itself (outbound mean minus sidecar mean): **{fmt(hop.get('hop_overhead_mean_us'))} µs**.", ""]
+    for r in records:
+        if r["scenario"].startswith("get-by-id-nginx-") and r.get("outbound_to_sidecar") and r.get("sidecar_operation"):
+            o, s = r["outbound_to_sidecar"], r["sidecar_operation"]
+            out.append(f"Through nginx with {r.get('instances')} instance(s) the sidecar is a separate process: outbound "
+                       f"call mean {fmt(o.get('mean_us'))} µs (instance 0) vs {fmt(s.get('mean_us'))} µs inside the sidecar.")
+            break
+    rss_rows = []
+    for r in records:
+        if r["scenario"] == "peak-rss":
+            for p in r.get("processes") or []:
+                rss_rows.append((r["system"], "process", p["pid"], p["peak_rss_mib"]))
+        if r["scenario"].startswith("get-by-id-nginx-"):
+            for p in r.get("processes") or []:
+                rss_rows.append((f"ours, nginx + {r.get('instances')}", p["role"], p["pid"], p["peak_rss_mib"]))
+    if rss_rows:
+        out += ["", "**Peak RSS per process** (VmHWM from /proc, read after the load runs):", "",
+                "| system | role | peak RSS MiB |", "|---|---|---:|"]
+        for system, role, _pid, mib in rss_rows:
+            out.append(f"| {system} | {role} | {fmt(mib)} |")
+    for name in ("start-to-first-200", "start-to-first-200-compiling"):
+        r = find(records, name)
+        if r:
+            out.append(f"\n`{name}`: **{fmt(r.get('ready_s'))} s** — {r.get('note', '')}.")
+    return "\n".join(out)
+
+
+def ops_text(by_operation):
+    if not by_operation:
+        return "–"
+    return ", ".join(f"{op} {fmt(v['mean_us'] / 1000)}" for op, v in sorted(by_operation.items()) if v)
+
+
+def markdown_explain(records):
+    """The product's own counters during each run: where a request's time went."""
+    rows = [r for r in records if r["system"] == "ours" and r.get("product_metrics")]
+    if not rows:
+        return "_No counters were read in this run._"
+    out = ["Read from the product's `/metrics` before and after each run (means; ms). The store column is the database "
+           "time the sidecar measured, the sidecar column adds the cache; the difference between a request's latency "
+           "and these is queueing and the work of the runner and components.", "",
+           "| scenario | req/s | p50 ms | instantiation µs (mean) | component → sidecar call | sidecar, by operation | store, by operation | cache hits / misses |",
+           "|---|---:|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        m = r["product_metrics"]
+        inst = (m.get("instantiation") or {}).get("mean_us")
+        outbound = (m.get("outbound_to_sidecar") or {}).get("mean_us")
+        cache = m.get("cache") or {}
+        out.append(f"| {r['scenario']} | {fmt(r['rps'])} | {fmt(r['p50_ms'])} | {fmt(inst)} | "
+                   f"{fmt(outbound / 1000) if outbound is not None else '–'} | {ops_text(m.get('sidecar_by_operation'))} | "
+                   f"{ops_text(m.get('store_by_operation'))} | {fmt(int(cache.get('hit', 0)))} / {fmt(int(cache.get('miss', 0)))} |")
+    return "\n".join(out)
+
+
+def markdown_baseline(facts):
+    b = facts.get("store_baseline")
+    if not b:
+        return ""
+    return (f"- The database alone (pymongo, write concern majority + journal, {b['documents']:,} orders): insert "
+            f"{b['insert_ms']} ms one at a time and {b['inserts_per_s_16_threads']:,}/s from 16 threads; find by id "
+            f"{b['find_by_id_ms']} ms; the first page of 100 sorted by `_id` {b['first_page_of_100_ms']} ms. Writes "
+            "and list pages that miss the cache cannot go faster than this for any system.")
+
+
+def markdown_peak(records):
+    rows = [r for r in records if r["scenario"].startswith("peak-concurrency")]
+    if not rows:
+        return "_Not measured in this run._"
+    out = ["| run | system | peak users at 0 failures | users started | req/s | first failure |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        failure = (r.get("first_failures") or [{}])[0]
+        text = f"{failure.get('reason')} at {failure.get('at_s')} s" if failure else "none"
+        out.append(f"| {r['scenario']} | {r['system']} | {fmt(r.get('peak_users'))} | {fmt(r.get('spawned'))} | {fmt(r['rps'])} | {text} |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- chart
+
+def svg_chart(records):
+    systems = [s for s in ("ours", "axum", "flask", "spin") if any(r["system"] == s for r in records)]
+    scenarios = [s for s in CHART_SCENARIOS if any(find(records, s, sys) for sys in systems)]
+    scaling = sorted((r.get("instances"), r["rps"]) for r in records if r["scenario"].startswith("get-by-id-nginx-") and r.get("rps"))
+    width, height = 900, 420
+    left, top, bottom = 70, 50, 330
+    panel_w = 560 if scaling else 800
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             'font-family="sans-serif" font-size="12">', '<rect width="100%" height="100%" fill="white"/>',
+             '<text x="20" y="24" font-size="16" font-weight="bold">Orders API — requests per second (log scale), same machine, same run</text>']
+    values = [r["rps"] for r in records if r.get("rps") and r["scenario"] in scenarios]
+    if scenarios and values:
+        low = 10 ** math.floor(math.log10(max(1.0, min(values))))
+        high = 10 ** math.ceil(math.log10(max(values)))
+        span = math.log10(high) - math.log10(low) or 1
+
+        def y(value):
+            return bottom - (math.log10(max(value, low)) - math.log10(low)) / span * (bottom - top)
+
+        tick = low
+        while tick <= high:
+            parts.append(f'<line x1="{left}" x2="{left + panel_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#e2e8f0"/>')
+            parts.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:,.0f}</text>')
+            tick *= 10
+        group_w = panel_w / len(scenarios)
+        bar_w = min(28, (group_w - 16) / max(1, len(systems)))
+        for i, scenario in enumerate(scenarios):
+            x0 = left + i * group_w + (group_w - bar_w * len(systems)) / 2
+            for j, system in enumerate(systems):
+                r = find(records, scenario, system)
+                if not r or not r.get("rps"):
+                    continue
+                x = x0 + j * bar_w
+                parts.append(f'<rect x="{x:.1f}" y="{y(r["rps"]):.1f}" width="{bar_w - 2:.1f}" height="{bottom - y(r["rps"]):.1f}" '
+                             f'fill="{COLOURS[system]}"><title>{scenario} {system}: {r["rps"]:,.0f} req/s</title></rect>')
+            parts.append(f'<text x="{left + i * group_w + group_w / 2:.1f}" y="{bottom + 16}" text-anchor="middle">{scenario}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + panel_w}" y1="{bottom}" y2="{bottom}" stroke="#4a5568"/>')
+        for j, system in enumerate(systems):
+            lx = left + j * 200
+            parts.append(f'<rect x="{lx}" y="{bottom + 34}" width="12" height="12" fill="{COLOURS[system]}"/>')
+            parts.append(f'<text x="{lx + 16}" y="{bottom + 44}">{SYSTEM_NAMES[system].split(" (")[0]}</text>')
+    if scaling:
+        sx, sw = left + panel_w + 60, 200
+        peak = max(v for _, v in scaling) * 1.15
+        parts.append(f'<text x="{sx}" y="{top - 8}" font-weight="bold">get-by-id through nginx</text>')
+        parts.append(f'<line x1="{sx}" x2="{sx}" y1="{top}" y2="{bottom}" stroke="#4a5568"/>')
+        parts.append(f'<line x1="{sx}" x2="{sx + sw}" y1="{bottom}" y2="{bottom}" stroke="#4a5568"/>')
+        points = []
+        for index, (instances, rps) in enumerate(scaling):
+            px = sx + 20 + index * (sw - 40) / max(1, len(scaling) - 1)
+            py = bottom - rps / peak * (bottom - top)
+            points.append(f"{px:.1f},{py:.1f}")
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{COLOURS["ours"]}"/>')
+            parts.append(f'<text x="{px:.1f}" y="{py - 8:.1f}" text-anchor="middle">{rps:,.0f}</text>')
+            parts.append(f'<text x="{px:.1f}" y="{bottom + 16}" text-anchor="middle">{instances}</text>')
+        parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{COLOURS["ours"]}" stroke-width="2"/>')
+        parts.append(f'<text x="{sx + sw / 2}" y="{bottom + 32}" text-anchor="middle">instances (req/s)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- files
+
+def merge(previous, records, date):
+    """A one-scenario run replaces its own records and keeps the others."""
+    for r in records:
+        r.setdefault("date", date)
+    keys = {(r["scenario"], r["system"]) for r in records}
+    return [r for r in previous if (r["scenario"], r["system"]) not in keys] + records
+
+
+def write(records, facts, notes, docs, scenario):
+    docs.mkdir(parents=True, exist_ok=True)
+    json_path = docs / "benchmarks.json"
+    date = facts.get("date")
+    for r in records:
+        r["date"] = date
+        r["mode"] = facts.get("mode")
+    if scenario != "all" and json_path.exists():
+        try:
+            records = merge(json.loads(json_path.read_text()), records, date)
+        except ValueError:
+            pass
+    ordered = [{**{k: r.get(k) for k in RECORD_KEYS}, **{k: v for k, v in r.items() if k not in RECORD_KEYS}} for r in records]
+    json_path.write_text(json.dumps(ordered, indent=1) + "\n")
+    (docs / "benchmarks.svg").write_text(svg_chart(records))
+    (docs / "benchmarks.md").write_text(markdown(records, facts, notes, scenario))
+
+
+def markdown(records, facts, notes, scenario):
+    quick = facts.get("mode") == "quick"
+    versions = facts.get("versions", {})
+    settings = facts.get("settings", {})
+    label = ("**Quick run (`bench/run.sh --quick`): a smoke test of the harness with small data and 2-second runs. "
+             "Its numbers show that every scenario runs, not how fast the system is.**" if quick else
+             "Full run (`bench/run.sh all`).")
+    if scenario != "all":
+        label += f" This run re-measured `{scenario}` only; other records keep the date of the run that measured them."
+    lines = [
+        "# Benchmarks",
+        "",
+        "_Written by `bench/run.sh`; do not edit by hand — rerun it._",
+        "",
+        label,
+        "",
+        f"- Date: {facts.get('date')} (took {facts.get('duration_s')} s)",
+        f"- Machine: {facts.get('cores')} cores ({facts.get('cpu_model')}), {facts.get('memory_gib')} GiB memory, Linux {facts.get('kernel')}; "
+        f"load average before the run {', '.join(f'{v:.2f}' for v in facts.get('load_before', []))}, after it "
+        f"{', '.join(f'{v:.2f}' for v in facts.get('load_after', []))}. The machine is shared: "
+        "absolute numbers drift between runs, the ratios measured within one run hold better.",
+        f"- Code: commit {facts.get('commit')}",
+        "- Versions: " + ", ".join(f"{k} `{v}`" for k, v in versions.items()),
+        "",
+        "![requests per second by scenario and system](benchmarks.svg)",
+        "",
+        "## How it was measured",
+        "",
+        f"- One SecantusDB (MongoDB wire protocol, `--sync-on-commit`) and one Redis serve every system; before each "
+        f"system's runs the same {settings.get('seed_count', 0):,} orders (the product's document shape) are inserted "
+        "straight into that system's own database with pymongo, and Redis is flushed.",
+        "- **ours** is `orders up --mongo-uri … --redis-url …` (the runner with its sidecar in the same process, "
+        "Redis as the cache). The **old service** is `bench/peers/flask/app.py` under `gunicorn -w 2 --threads 4`: "
+        "its `GET /orders` returns every order and it ignores `limit`. The **axum reference** "
+        "(`bench/peers/axum-reference`) serves the same routes and shapes, with pagination, from one native "
+        "process with the same driver, pool size and write concern as ours, and no cache.",
+        f"- Max throughput: `wrk -t2 --latency` for {settings.get('wrk_seconds')} s at "
+        f"{', '.join(str(c) for c in settings.get('connections', []))} connections; the best run with no errors is "
+        "kept (p99.9 from a `done()` hook, bench/wrk/*.lua). Cache warm: every seeded id read once first; cache cold: "
+        "ours restarted with a 1 s cache TTL and the ids walked in order, so no id repeats within a pass "
+        "(the measured hit ratio is shown). `get-by-id-half-max` paces wrk at half the best get-by-id rate.",
+        f"- User model (`bench/users.py`, asyncio + aiohttp, {settings.get('user_processes')} processes): each user "
+        "has its own connection and loops GET /orders, wait 1–3 s, POST /orders, wait 1–3 s. `mixed`: "
+        f"{settings.get('mixed', {}).get('users', 0):,} users started at {settings.get('mixed', {}).get('spawn_rate')}/s, "
+        f"{settings.get('mixed', {}).get('duration')} s. Peak concurrency: users start at 25/50/100 per s for "
+        f"{settings.get('peak_seconds')} s; the result is the number of users running in the last whole second before "
+        "the first failure (a status outside 2xx, an error, or no answer in 10 s). Ours runs as `orders cluster "
+        "--instances 2` (nginx + 2 runners + 1 sidecar) for it.",
+        "- Scaling: `orders cluster --instances 1, 2, 4`, get-by-id with wrk through nginx.",
+        f"- On a budget: `orders up` pinned to CPU 0 (`taskset -c 0`), the generator pinned to CPU 1, "
+        f"{settings.get('budget_rpm', 0):,} requests/minute of the user model (2.04 users per req/s) held for "
+        f"{settings.get('budget_seconds')} s; with MongoDB + Redis (both unpinned) and, in full runs, with the "
+        "embedded store (all on the one core).",
+        "- CPU shares in the notes are CPU time over wall time from /proc (100% = one core); wrk and the database "
+        "share the same two cores as the system under test. CPU-µs/request is the system's own CPU time divided by "
+        "the requests it answered.",
+        markdown_baseline(facts),
+        "",
+        "## Targets",
+        "",
+        targets(records, facts),
+        "",
+        "## Every number",
+        "",
+        markdown_results(records),
+        "",
+        "## Ours against each peer (ratio of requests per second)",
+        "",
+        markdown_ratios(records),
+        "",
+        "## What the product's counters say",
+        "",
+        markdown_explain(records),
+        "",
+        "## Peak concurrency (user model)",
+        "",
+        markdown_peak(records),
+        "",
+        "## Cost of the architecture",
+        "",
+        markdown_costs(records),
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    lines += ["Raw records, with CPU shares and connection sweeps: [benchmarks.json](benchmarks.json).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Benchmarks of the orders API against its peers, measured side by side in
+# one run on this machine: the old Flask service, a native axum reference,
+# and Spin when a `spin` binary is on PATH.
+#
+#   bench/run.sh [SCENARIO|all] [--quick] [--no-build]
+#
+# SCENARIO: get-by-id, get-by-id-cold, list, create, update, half-rate,
+# mixed, peak, scaling, budget, costs, embedded (default: all).
+# --quick    small data and short runs (under 5 minutes): checks that the
+#            harness works end to end, as CI does; its numbers mean little.
+# --no-build use the binaries and components as they are.
+#
+# Prints a table and writes docs/benchmarks.{md,json,svg}. Everything listens
+# on 127.0.0.1 only; every process started is stopped by its PID on exit.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}
+TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/orders-target}
+ORDERS_BIN=$TARGET_DIR/release/orders
+AXUM_TARGET_DIR=$TARGET_DIR/bench
+AXUM_BIN=$AXUM_TARGET_DIR/release/orders-axum-reference
+VENV=$CACHE/orders-bench/venv
+SECANTUS_VERSION=0.5.3-beta.193
+SECANTUS_ROOT=$CACHE/orders-ci/secantus
+
+SCENARIO=all
+QUICK=""
+BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=--quick ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $arg (see bench/run.sh --help)" >&2; exit 2 ;;
+    *) SCENARIO=$arg ;;
+  esac
+done
+
+# A run is bounded: quick runs are a smoke test, full runs take 20-40 minutes.
+if [[ -n $QUICK ]]; then LIMIT=600; else LIMIT=5400; fi
+
+mkdir -p "$CACHE/orders-bench/runs"
+# Keep the logs of the last few runs only.
+ls -1d "$CACHE"/orders-bench/runs/*/ 2>/dev/null | head -n -5 | xargs -r rm -rf
+RUN_DIR=$(mktemp -d "$CACHE/orders-bench/runs/$(date +%Y%m%d-%H%M%S)-XXXX")
+PIDFILE=$RUN_DIR/pids
+HARNESS_PID=""
+
+stop_pid() {
+  local pid=$1 waited=0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while kill -0 "$pid" 2>/dev/null && (( waited < 150 )); do sleep 0.1; waited=$((waited + 1)); done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [[ -n $HARNESS_PID ]]; then stop_pid "$HARNESS_PID"; fi
+  # Whatever the harness left running (it keeps this list current).
+  if [[ -s $PIDFILE ]]; then
+    while read -r pid name; do
+      [[ -n $pid ]] || continue
+      echo "stopping leftover $name (pid $pid)" >&2
+      stop_pid "$pid"
+    done < "$PIDFILE"
+  fi
+  rm -rf "$RUN_DIR/secantus" "$RUN_DIR"/*/store "$RUN_DIR"/ours-embedded/store 2>/dev/null || true
+  echo "logs of this run: $RUN_DIR" >&2
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+need_apt() {
+  echo "installing $* with apt-get" >&2
+  if [[ $(id -u) -eq 0 ]]; then apt-get install -y "$@" >&2; else sudo apt-get install -y "$@" >&2; fi
+}
+
+command -v wrk >/dev/null || need_apt wrk
+command -v redis-server >/dev/null || need_apt redis-server
+command -v nginx >/dev/null || need_apt nginx
+command -v taskset >/dev/null || need_apt util-linux
+
+SECANTUS=$(command -v secantusd-rs || true)
+[[ -n $SECANTUS ]] || SECANTUS=$SECANTUS_ROOT/bin/secantusd-rs
+if [[ ! -x $SECANTUS ]]; then
+  echo "SecantusDB is missing: installing secantus-mdb $SECANTUS_VERSION into $SECANTUS_ROOT (~8 minutes, once)" >&2
+  command -v cmake >/dev/null || need_apt cmake
+  cargo install secantus-mdb --version "$SECANTUS_VERSION" --locked --ignore-rust-version --root "$SECANTUS_ROOT" >&2
+fi
+
+if [[ ! -x $VENV/bin/python ]]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import flask, flask_pymongo, gunicorn, aiohttp, pymongo" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet flask flask_pymongo gunicorn aiohttp pymongo >&2
+fi
+# A faster event loop for the user-model generator, when it installs.
+"$VENV/bin/python" -c "import uvloop" 2>/dev/null || "$VENV/bin/pip" install --quiet uvloop >&2 || true
+
+if [[ $BUILD -eq 1 ]]; then
+  echo "building the components, the orders binary and the axum reference (no-ops when fresh)" >&2
+  (cd "$ROOT/functions" && env -u CARGO_TARGET_DIR nice cargo build --release --target wasm32-wasip2 --quiet)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR nice cargo build --release -p orders --quiet)
+  (cd "$BENCH_DIR/peers/axum-reference" && CARGO_TARGET_DIR=$AXUM_TARGET_DIR nice cargo build --release --quiet)
+fi
+for binary in "$ORDERS_BIN" "$AXUM_BIN"; do
+  [[ -x $binary ]] || { echo "missing $binary: run without --no-build" >&2; exit 1; }
+done
+
+# The user model holds one connection per user (10,000 and more).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+timeout --signal=TERM --kill-after=30 "$LIMIT" \
+  "$VENV/bin/python" "$BENCH_DIR/harness.py" "$SCENARIO" $QUICK \
+    --run-dir "$RUN_DIR" --pidfile "$PIDFILE" --orders-bin "$ORDERS_BIN" --axum-bin "$AXUM_BIN" \
+    --secantus "$SECANTUS" --venv "$VENV" --docs "$ROOT/docs" &
+HARNESS_PID=$!
+wait "$HARNESS_PID"
