@@ -20,7 +20,7 @@ pub struct SeedArgs {
     #[arg(long, env = "ORDERS_URL", default_value = "http://127.0.0.1:3000")]
     pub url: String,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    #[arg(long, env = "ORDERS_SEED_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub concurrency: u32,
 }
 
