@@ -52,7 +52,9 @@ class Settings:
         self.warmup_seconds = 1 if quick else 3
         self.connections = [32] if quick else [32, 128]
         self.wrk_threads = 2
-        self.mixed = dict(users=100, spawn_rate=50, duration=6) if quick else dict(users=1000, spawn_rate=100, duration=60)
+        # Below the database's saturation, so that the systems' latencies compare;
+        # the peak runs find where each one breaks.
+        self.mixed = dict(users=100, spawn_rate=50, duration=6) if quick else dict(users=200, spawn_rate=50, duration=60)
         self.peak_rates = [100] if quick else [25, 50, 100]
         self.peak_systems = ("ours",) if quick else ("ours", "axum", "flask")
         self.peak_seconds = 8 if quick else 60
@@ -155,6 +157,17 @@ class Service:
             SERVICES.remove(self)
 
 
+def nginx_trouble(error_log):
+    """How often nginx took an instance out, or had none left (it turns those into 502)."""
+    try:
+        text = Path(error_log).read_text(errors="replace")
+    except OSError:
+        return None
+    return {"upstream_disabled": text.count("upstream server temporarily disabled"),
+            "no_live_upstreams": text.count("no live upstreams"),
+            "worker_connections_exhausted": text.count("worker_connections are not enough")}
+
+
 def reuse_compiled(source_dir, data_dir):
     """Copies components compiled by an earlier start, so a start is a warm start."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +201,13 @@ def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERS_", "SPIN_VARIABLE_", "MONGO_"))}
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def children_cpu():
@@ -511,17 +531,23 @@ class Mongo:
     def baseline(self, count, seconds):
         """What the database alone does from Python, with the product's write concern: the floor under every system."""
         from pymongo.write_concern import WriteConcern
-        self.seed("bench_baseline", count, "/dev/null")
-        orders = self.client["bench_baseline"].get_collection("orders", write_concern=WriteConcern(w="majority", j=True))
-        ids = [doc["_id"] for doc in orders.find({}, {"_id": 1}).limit(1000)]
-
         def timed(operation, repeat):
             started = time.perf_counter()
             for index in range(repeat):
                 operation(index)
             return round((time.perf_counter() - started) / repeat * 1000, 3)
 
+        orders = self.client["bench_baseline"].get_collection("orders", write_concern=WriteConcern(w="majority", j=True))
+        # The first page at two sizes shows whether the server walks the
+        # _id index or scans and sorts the collection.
+        small = min(1000, count)
+        self.seed("bench_baseline", small, "/dev/null")
+        page_small = timed(lambda i: list(orders.find({}).sort("_id", 1).limit(100)), 20)
+        self.seed("bench_baseline", count, "/dev/null")
+        ids = [doc["_id"] for doc in orders.find({}, {"_id": 1}).limit(1000)]
         result = {
+            "first_page_of_100_ms_small": page_small,
+            "small_documents": small,
             "insert_ms": timed(lambda i: orders.insert_one({"product": "baseline", "quantity": i}), 100),
             "find_by_id_ms": timed(lambda i: orders.find_one({"_id": ids[i % len(ids)]}), 300),
             "first_page_of_100_ms": timed(lambda i: list(orders.find({}).sort("_id", 1).limit(100)), 20),
@@ -611,6 +637,8 @@ class Bench:
             port = free_port()
             data_dir = self.run_dir / f"cluster-{instances}"
             reuse_compiled(self.run_dir / "ours-data", data_dir)
+            # One nginx error log per start, so that it speaks of this run only.
+            (data_dir / "nginx" / "error.log").unlink(missing_ok=True)
             argv = [str(self.orders_bin), "cluster", "--instances", str(instances), "--listen", f"127.0.0.1:{port}",
                     "--data-dir", str(data_dir), "--manifest", str(ROOT / "spin.toml"), "--no-build",
                     "--mongo-uri", mongo_uri, "--mongo-database", database, "--redis-url", redis_url]
@@ -868,8 +896,10 @@ class Bench:
             args = ["--spawn-rate", rate, "--duration", seconds, "--stop-on-failure"]
             if users:
                 args += ["--users", users]
-            self.user_model(f"peak-concurrency-{rate}{scenario_suffix}", system, base, pids, args, timeout=seconds + 90,
-                            instances=instances)
+            entry = self.user_model(f"peak-concurrency-{rate}{scenario_suffix}", system, base, pids, args,
+                                    timeout=seconds + 90, instances=instances)
+            if instances:
+                entry["nginx"] = nginx_trouble(self.run_dir / f"cluster-{instances}" / "nginx" / "error.log")
             self.stop_services(services)
 
     def cluster_pids(self, service, instances):
@@ -1053,7 +1083,6 @@ class Bench:
         git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "host", "functions", "Cargo.toml"],
                                capture_output=True, text=True).stdout.strip()
-        import aiohttp
         import pymongo
         self.facts.update({
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1072,11 +1101,11 @@ class Bench:
                 "nginx": version(["sh", "-c", "nginx -v 2>&1"]),
                 "wrk": version(["sh", "-c", "wrk --version 2>&1 | head -1"]),
                 "python": platform.python_version(),
-                "flask": importlib.metadata.version("flask"),
-                "flask-pymongo": importlib.metadata.version("flask-pymongo"),
+                "flask": package_version("flask"),
+                "flask-pymongo": package_version("flask-pymongo"),
                 "pymongo": pymongo.version,
                 "gunicorn": version([str(self.venv / "bin" / "gunicorn"), "--version"]),
-                "aiohttp": aiohttp.__version__,
+                "uvloop": package_version("uvloop"),
                 "spin": version([self.spin, "--version"]) if self.spin else "not installed",
             },
             "settings": {k: v for k, v in vars(self.settings).items()},
@@ -1104,6 +1133,10 @@ def main():
         bench.run(args.scenario)
     finally:
         stop_everything()
+    # Everything the report is made from, so that it can be written again
+    # (python3 bench/report.py RUN_DIR/result.json) without measuring again.
+    (Path(args.run_dir) / "result.json").write_text(json.dumps(
+        {"records": bench.records, "facts": bench.facts, "notes": bench.notes, "scenario": args.scenario}, default=str))
     report.write(bench.records, bench.facts, bench.notes, Path(args.docs), args.scenario)
     print()
     print(report.table(bench.records))

@@ -1,5 +1,7 @@
 """Turns the records of one benchmark run into docs/benchmarks.json,
 docs/benchmarks.md and docs/benchmarks.svg (plain SVG, no plotting library).
+
+Run on its own with a run's result.json to write the documents again.
 """
 
 import json
@@ -167,6 +169,14 @@ def targets(records, facts):
             parts.append(f"no request failed; the ramp stopped at {peak.get('spawned', 0):,} users "
                          f"({peak.get('spawn_rate')} users/s for {fmt(peak.get('seconds'))} s)")
         parts.append(f"{fmt(peak.get('rps'))} req/s, p50 {fmt(peak.get('p50_ms'))} ms, p99 {fmt(peak.get('p99_ms'))} ms")
+        trouble = peak.get("nginx") or {}
+        if trouble.get("no_live_upstreams"):
+            parts.append(f"nginx logged {trouble['upstream_disabled']:,} 'upstream server temporarily disabled' and "
+                         f"{trouble['no_live_upstreams']:,} 'no live upstreams': the template counts a 503 (the store "
+                         "timing out) as an instance failure (`max_fails=3 fail_timeout=5s`, `proxy_next_upstream "
+                         "http_503`), so slow storage takes every instance out and clients get 502")
+        if trouble.get("worker_connections_exhausted"):
+            parts.append(f"nginx ran out of worker_connections {trouble['worker_connections_exhausted']:,} times")
         parts += [cpu_text(peak), generator_text(peak), store_text(peak)]
         why = "; ".join(p for p in parts if p) + ". "
         why += ("Note that 100 users/s for 60 s starts only 6,000 users, so the target needs a longer ramp "
@@ -392,10 +402,15 @@ def markdown_baseline(facts):
     b = facts.get("store_baseline")
     if not b:
         return ""
-    return (f"- The database alone (pymongo, write concern majority + journal, {b['documents']:,} orders): insert "
+    text = (f"- The database alone (pymongo, write concern majority + journal, {b['documents']:,} orders): insert "
             f"{b['insert_ms']} ms one at a time and {b['inserts_per_s_16_threads']:,}/s from 16 threads; find by id "
-            f"{b['find_by_id_ms']} ms; the first page of 100 sorted by `_id` {b['first_page_of_100_ms']} ms. Writes "
-            "and list pages that miss the cache cannot go faster than this for any system.")
+            f"{b['find_by_id_ms']} ms; the first page of 100 sorted by `_id` {b['first_page_of_100_ms']} ms")
+    if b.get("first_page_of_100_ms_small") is not None:
+        text += f" ({b['first_page_of_100_ms_small']} ms with {b['small_documents']:,} orders"
+        if b["first_page_of_100_ms"] > 3 * b["first_page_of_100_ms_small"]:
+            text += ": the server scans and sorts the collection instead of walking the `_id` index"
+        text += ")"
+    return text + ". Writes and list pages that miss the cache cannot go faster than this for any system."
 
 
 def markdown_peak(records):
@@ -542,7 +557,7 @@ def markdown(records, facts, notes, scenario):
         "kept (p99.9 from a `done()` hook, bench/wrk/*.lua). Cache warm: every seeded id read once first; cache cold: "
         "ours restarted with a 1 s cache TTL and the ids walked in order, so no id repeats within a pass "
         "(the measured hit ratio is shown). `get-by-id-half-max` paces wrk at half the best get-by-id rate.",
-        f"- User model (`bench/users.py`, asyncio + aiohttp, {settings.get('user_processes')} processes): each user "
+        f"- User model (`bench/users.py`, asyncio streams + uvloop, {settings.get('user_processes')} processes): each user "
         "has its own connection and loops GET /orders, wait 1–3 s, POST /orders, wait 1–3 s. `mixed`: "
         f"{settings.get('mixed', {}).get('users', 0):,} users started at {settings.get('mixed', {}).get('spawn_rate')}/s, "
         f"{settings.get('mixed', {}).get('duration')} s. Peak concurrency: users start at 25/50/100 per s for "
@@ -588,3 +603,14 @@ def markdown(records, facts, notes, scenario):
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines += ["Raw records, with CPU shares and connection sweeps: [benchmarks.json](benchmarks.json).", ""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python3 bench/report.py RUN_DIR/result.json   (writes docs/benchmarks.* again)")
+    saved = json.loads(Path(sys.argv[1]).read_text())
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    write(saved["records"], saved["facts"], saved["notes"], docs, saved["scenario"])
+    print(table(saved["records"]))

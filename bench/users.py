@@ -12,7 +12,8 @@ Modes:
   peak concurrency   --spawn-rate S --duration D --stop-on-failure
                      (users = S x D unless --users caps it); the result is
                      the number of users running in the last whole second
-                     before the first failed request.
+                     before the first failure was seen (as Locust's charts
+                     show it: a timeout counts when it expires).
   target rate        --target-rps R: users = 2.04 R (each user sends two
                      requests per ~4 s cycle), for the "40,000 requests per
                      minute" question.
@@ -61,7 +62,7 @@ class Worker:
         self.index, self.args, self.start, self.stop_event = index, args, start, stop_event
         self.latency = {"list": array.array("f"), "create": array.array("f")}
         self.done_at = array.array("f")  # completion time of every request, s since start
-        self.failures = []  # (sent at, kind, reason)
+        self.failures = []  # (seen at, sent at, kind, reason)
         self.spawned_at = array.array("f")  # start time of every user, s since start
         self.stopping = False
         self.retried = 0
@@ -99,7 +100,7 @@ class Worker:
         if ok:
             self.latency[kind].append((finished - sent) * 1000.0)
         else:
-            self.failures.append((sent - self.start, kind, reason))
+            self.failures.append((finished - self.start, sent - self.start, kind, reason))
             if self.args.stop_on_failure:
                 self.stop_event.set()
 
@@ -213,14 +214,17 @@ def summarize(args, parts):
             kind: {"ok": len(values), "p50_ms": percentile(sorted(values), 50), "p99_ms": percentile(sorted(values), 99)}
             for kind, values in latency.items()
         },
-        "first_failures": [{"at_s": round(at, 3), "kind": kind, "reason": reason} for at, kind, reason in failures[:5]],
+        "first_failures": [{"at_s": round(seen, 3), "sent_at_s": round(sent, 3), "kind": kind, "reason": reason}
+                           for seen, sent, kind, reason in failures[:5]],
         "rps_per_second": per_second,
         "generator_cpu_percent": [round(100.0 * part["cpu_seconds"] / part["wall_seconds"], 1) for part in parts],
     }
     if failures:
         first = failures[0][0]
         result["first_failure_s"] = round(first, 3)
-        # Users running at the end of the last whole second with no failure.
+        # As Locust's charts show it: users running at the end of the last
+        # whole second before a failure was seen (a timeout is seen when it
+        # expires, not when its request was sent).
         result["peak_users_ok"] = sum(1 for t in spawned_at if t <= math.floor(first))
     else:
         result["peak_users_ok"] = result["spawned"]
