@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpView};
 
-use crate::client::PooledHttpClient;
+use crate::client::{IoFuture, PooledHttpClient};
 use crate::engine::{load_component, new_engine};
 use crate::headers::set_spin_headers;
 use crate::manifest::Manifest;
@@ -72,7 +72,6 @@ pub struct AppShared {
     pub metrics: RunnerMetrics,
 }
 
-type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 impl AppShared {
     pub fn load(config: AppConfig, metrics: RunnerMetrics) -> Result<Arc<Self>> {

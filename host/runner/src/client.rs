@@ -11,7 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
-type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+/// What wasi:http awaits after a response head: the rest of the exchange's I/O.
+pub type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 pub struct PooledHttpClient {
     client: Client<HttpConnector, WasiBody>,

@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::app::{AppShared, ComponentId};
+use crate::client::IoFuture;
 
 pub mod bindings {
     wasmtime::component::bindgen!({
@@ -76,7 +77,6 @@ pub struct OutboundHooks {
     component: ComponentId,
 }
 
-type IoFuture = Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
