@@ -98,8 +98,8 @@ fi
 if [[ ! -x $VENV/bin/python ]]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import flask, flask_pymongo, gunicorn, aiohttp, pymongo" 2>/dev/null; then
-  "$VENV/bin/pip" install --quiet flask flask_pymongo gunicorn aiohttp pymongo >&2
+if ! "$VENV/bin/python" -c "import flask, flask_pymongo, gunicorn, pymongo" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet flask flask_pymongo gunicorn pymongo >&2
 fi
 # A faster event loop for the user-model generator, when it installs.
 "$VENV/bin/python" -c "import uvloop" 2>/dev/null || "$VENV/bin/pip" install --quiet uvloop >&2 || true

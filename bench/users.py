@@ -3,6 +3,8 @@
 
 Each simulated user holds its own keep-alive connection (as a Locust
 HttpUser does) and loops: GET /orders, wait 1-3 s, POST /orders, wait 1-3 s.
+Requests go through a minimal HTTP/1.1 client on asyncio streams (uvloop
+when installed), so that the generator spends little CPU per request.
 Users are started at a fixed spawn rate up to --users. The load is spread
 over --processes worker processes (user g goes to worker g mod P and starts
 at g / spawn-rate seconds), so the generator can use more than one core.
@@ -34,16 +36,11 @@ import os
 import random
 import sys
 import time
-
-try:
-    import aiohttp
-except ImportError:  # pragma: no cover - the harness installs it
-    sys.exit("aiohttp is missing: pip install aiohttp")
+import urllib.parse
 
 PRODUCTS = ["Spring sale banner 728x90", "Newsletter header", "Instagram story set", "YouTube thumbnail"]
 NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Radia Perlman"]
 ADDRESSES = ["12 Main St, Springfield 01234", "5 Rue de la Paix, Lyon 69002", "7 Calle Mayor, Madrid 28013"]
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def order_body():
@@ -53,6 +50,64 @@ def order_body():
         "customer_name": random.choice(NAMES),
         "customer_address": random.choice(ADDRESSES),
     }).encode()
+
+
+class Connection:
+    """One user's keep-alive HTTP/1.1 connection: just enough client for
+    JSON over loopback (Content-Length or chunked bodies), cheap per request."""
+
+    def __init__(self, host, port):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def exchange(self, method, path, body=b""):
+        """Sends one request; returns (status, whether an idle kept-alive connection was found closed)."""
+        reused = self.writer is not None
+        if not reused:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            self.close()
+            raise ConnectionResetError("the server closed the connection before answering")
+        status = int(status_line.split()[1])
+        length, chunked, close = None, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value
+            elif name == b"connection":
+                close = b"close" in value
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    while (await self.reader.readline()) not in (b"\r\n", b""):
+                        pass
+                    break
+                await self.reader.readexactly(size + 2)
+        elif length is not None:
+            await self.reader.readexactly(length)
+        else:
+            await self.reader.read()
+            close = True
+        if close:
+            self.close()
+        return status
 
 
 class Worker:
@@ -66,32 +121,34 @@ class Worker:
         self.spawned_at = array.array("f")  # start time of every user, s since start
         self.stopping = False
         self.retried = 0
-        self.timeout = aiohttp.ClientTimeout(total=args.timeout)
+        address = urllib.parse.urlsplit(args.url)
+        self.host, self.port = address.hostname, address.port or 80
+        self.path = address.path.rstrip("/") + "/orders"
 
-    async def request(self, session, kind, call):
+    async def request(self, connection, kind, method, body=b""):
         sent = time.monotonic()
         for attempt in (1, 2):
+            reused = connection.writer is not None
             try:
-                async with call() as response:
-                    await response.read()
-                    ok = 200 <= response.status < 300
-                    reason = None if ok else f"status {response.status}"
+                status = await asyncio.wait_for(connection.exchange(method, self.path, body), self.args.timeout)
+                ok = 200 <= status < 300
+                reason = None if ok else f"status {status}"
                 break
             except asyncio.CancelledError:
+                connection.close()
                 raise
             except asyncio.TimeoutError:
+                connection.close()
                 ok, reason = False, "timeout"
                 break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+            except (ConnectionError, asyncio.IncompleteReadError, OSError, ValueError, IndexError) as error:
+                connection.close()
                 ok, reason = False, f"{type(error).__name__}: {error}"[:120]
                 # A kept-alive connection the server closed while this user
                 # was thinking: send once more on a new one, as browsers do.
-                if attempt == 1 and time.monotonic() - sent < 1.0:
+                if attempt == 1 and reused and time.monotonic() - sent < 1.0:
                     self.retried += 1
                     continue
-                break
-            except Exception as error:  # connection refused, protocol errors
-                ok, reason = False, f"{type(error).__name__}: {error}"[:120]
                 break
         finished = time.monotonic()
         if self.stopping:
@@ -105,15 +162,15 @@ class Worker:
                 self.stop_event.set()
 
     async def user(self):
-        url = self.args.url.rstrip("/") + "/orders"
-        connector = aiohttp.TCPConnector(limit=1, ttl_dns_cache=None)
-        async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as session:
+        connection = Connection(self.host, self.port)
+        try:
             while True:
-                await self.request(session, "list", lambda: session.get(url))
+                await self.request(connection, "list", "GET")
                 await asyncio.sleep(random.uniform(self.args.wait_min, self.args.wait_max))
-                body = order_body()
-                await self.request(session, "create", lambda: session.post(url, data=body, headers=JSON_HEADERS))
+                await self.request(connection, "create", "POST", order_body())
                 await asyncio.sleep(random.uniform(self.args.wait_min, self.args.wait_max))
+        finally:
+            connection.close()
 
     async def run(self):
         args = self.args
