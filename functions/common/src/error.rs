@@ -50,6 +50,14 @@ impl ApiError {
         Self::not_found("Order not found")
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, message)
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, message)
+    }
+
     pub fn method_not_allowed(allow: &[&str]) -> Self {
         let allow = allow.join(", ");
         let mut error = Self::new(405, format!("Method not allowed here; allowed: {allow}"));

@@ -3,6 +3,7 @@
 //! the sidecar. An endpoint crate parses its input with these, makes one
 //! sidecar call and shapes the answer; it never re-checks what a type holds.
 
+pub mod bundle;
 pub mod clock;
 pub mod error;
 pub mod order;
@@ -10,6 +11,8 @@ pub mod preconditions;
 pub mod request;
 pub mod respond;
 pub mod sidecar;
+mod sidecar_bundles;
+pub mod stream;
 
 pub use error::{ApiError, FieldError};
 pub use order::{NewOrder, Order, OrderId, OrderPatch};

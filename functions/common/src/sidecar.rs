@@ -50,6 +50,11 @@ impl SidecarClient {
     /// `sidecar_url` and `sidecar_token`, and carries the caller's request id
     /// so the sidecar logs under the same id.
     pub fn from_request(request: &Request) -> Result<Self, ApiError> {
+        Self::new(request.header("x-request-id").and_then(|value| value.as_str()).map(str::to_owned))
+    }
+
+    /// The same, for components that read the request themselves (streaming ones).
+    pub fn new(request_id: Option<String>) -> Result<Self, ApiError> {
         let variable = |name: &str| {
             spin_sdk::variables::get(name).map_err(|e| {
                 ApiError::unavailable(format!("The component is missing its '{name}' setting: {e}"))
@@ -58,10 +63,7 @@ impl SidecarClient {
         Ok(Self {
             base_url: variable("sidecar_url")?.trim_end_matches('/').to_owned(),
             token: variable("sidecar_token")?,
-            request_id: request
-                .header("x-request-id")
-                .and_then(|value| value.as_str())
-                .map(str::to_owned),
+            request_id,
         })
     }
 
@@ -152,7 +154,7 @@ impl SidecarClient {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response, ApiError> {
+    pub(crate) fn request(&self, method: Method, path: &str, body: Option<Value>) -> Request {
         let mut builder = Request::builder();
         builder
             .method(method)
@@ -164,23 +166,29 @@ impl SidecarClient {
         if let Some(body) = body {
             builder.header("content-type", "application/json").body(body.to_string());
         }
-        send::<_, Response>(builder.build())
-            .await
-            .map_err(|e| ApiError::unavailable(format!("The order store cannot be reached: {e}")))
+        builder.build()
+    }
+
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response, ApiError> {
+        send::<_, Response>(self.request(method, path, body)).await.map_err(unreachable)
     }
 
     /// Decodes a 2xx body; any other status is the sidecar's fault (or its
     /// store's), reported as 503 so the client retries rather than gives up.
-    fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
+    pub(crate) fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
         let status = *response.status();
         if (200..300).contains(&status) {
             return serde_json::from_slice(response.body()).map_err(|e| {
-                ApiError::unavailable(format!("The order store gave an unreadable answer: {e}"))
+                ApiError::unavailable(format!("The store gave an unreadable answer: {e}"))
             });
         }
         let detail = serde_json::from_slice::<SidecarError>(response.body())
             .map(|e| format!("{}: {}", e.error, e.message))
             .unwrap_or_else(|_| format!("status {status}"));
-        Err(ApiError::unavailable(format!("The order store is unavailable ({detail}); retry shortly")))
+        Err(ApiError::unavailable(format!("The store is unavailable ({detail}); retry shortly")))
     }
+}
+
+pub(crate) fn unreachable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("The store cannot be reached: {error}"))
 }

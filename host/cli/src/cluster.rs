@@ -120,6 +120,8 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
     let store_args = args.store.to_args(data_dir);
     let mut secret_env: Vec<(String, String)> = args.store.secret_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     secret_env.push(("ORDERS_SIDECAR_TOKEN".into(), token.to_owned()));
+    let download_secret = args.store.bundles.secret(data_dir)?;
+    secret_env.push(("ORDERS_DOWNLOAD_SECRET".into(), download_secret.clone()));
 
     let mut sidecar_args = vec!["sidecar".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
     sidecar_args.extend(store_args);
@@ -136,6 +138,7 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
             "--manifest".into(), manifest.display().to_string(),
             "--max-instances".into(), args.runner.max_instances.to_string(),
             "--max-body-bytes".into(), args.runner.max_body_bytes.to_string(),
+            "--bundle-max-urls".into(), args.store.bundles.bundle_max_urls.to_string(),
             "--no-build".into(),
         ];
         let log = data_dir.join(format!("instance-{index}.log"));
@@ -155,7 +158,10 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
     let config = template
         .replace("{{prefix}}", &nginx_dir.display().to_string())
         .replace("{{listen}}", &args.listen.to_string())
-        .replace("{{upstreams}}", upstreams.trim_end());
+        .replace("{{upstreams}}", upstreams.trim_end())
+        .replace("{{download_secret}}", &download_secret)
+        .replace("{{blobs}}", &data_dir.join("store/blobs").display().to_string())
+        .replace("{{user}}", &worker_user());
     let config_path = nginx_dir.join("nginx.conf");
     std::fs::write(&config_path, config)?;
     let nginx = Command::new(&args.nginx)
@@ -172,6 +178,13 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
     std::fs::write(data_dir.join("cluster.json"), serde_json::to_vec_pretty(&entries)?)?;
     println!("orders cluster is serving on http://{} ({} instances; processes in {})", args.listen, args.instances, data_dir.join("cluster.json").display());
     Ok(())
+}
+
+/// nginx started by root runs its workers as `nobody`, who cannot read the
+/// data directory; they run as root then, like the rest of the cluster.
+fn worker_user() -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 { "user root;".to_owned() } else { String::new() }
 }
 
 async fn wait_for_nginx(listen: SocketAddr, nginx_dir: &Path, nginx: &mut Managed) -> Result<()> {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use orders_sidecar::SidecarConfig;
+
+use crate::bundle_options::BundleOptions;
 use orders_sidecar::store::mongo::MongoSettings;
 
 /// Loads `--config FILE` (or `ORDERS_CONFIG`) into the environment.
@@ -41,7 +43,9 @@ pub fn apply_config_file(args: &[String]) -> Result<()> {
 const KNOWN_KEYS: &[&str] = &[
     "listen", "data_dir", "manifest", "mongo_uri", "mongo_database", "mongo_collection", "mongo_pool_size", "mongo_read_preference",
     "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
-    "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances",
+    "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances", "download_secret",
+    "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
+    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms",
 ];
 
 /// Where the stores are, shared by `up`, `sidecar` and `cluster`.
@@ -81,12 +85,15 @@ pub struct StoreOptions {
     /// Upper bound on one store operation, in milliseconds; past it the API answers 503 + Retry-After.
     #[arg(long, env = "ORDERS_STORE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120000))]
     pub store_timeout_ms: u64,
+    #[command(flatten)]
+    pub bundles: BundleOptions,
 }
 
 impl StoreOptions {
-    pub fn sidecar_config(&self, token: &str) -> SidecarConfig {
+    pub fn sidecar_config(&self, token: &str, download_secret: &str) -> Result<SidecarConfig> {
         let timeout = Duration::from_millis(self.mongo_timeout_ms);
-        SidecarConfig {
+        let bundles = self.bundles.settings(download_secret.to_owned())?;
+        Ok(SidecarConfig {
             token: token.to_owned(),
             data_dir: self.data_dir.join("store"),
             mongo: self.mongo_uri.as_ref().map(|uri| MongoSettings {
@@ -106,7 +113,9 @@ impl StoreOptions {
             store_timeout: Duration::from_millis(self.store_timeout_ms),
             collections: vec!["orders".to_owned()],
             streams: vec!["bundles".to_owned()],
-        }
+            events_ttl: bundles.events_ttl(),
+            bundles: (bundles.workers > 0).then_some(bundles),
+        })
     }
 
     /// The same options as command-line flags, for child processes.
@@ -122,6 +131,9 @@ impl StoreOptions {
             "--cache-ttl-secs".into(), self.cache_ttl_secs.to_string(),
             "--store-timeout-ms".into(), self.store_timeout_ms.to_string(),
         ]
+        .into_iter()
+        .chain(self.bundles.to_args())
+        .collect()
     }
 
     /// URIs may hold passwords: they reach child processes by environment,

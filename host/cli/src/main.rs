@@ -1,5 +1,6 @@
 //! `orders`: run the orders API on the project's Spin-compatible runner.
 
+mod bundle_options;
 mod cluster;
 mod components;
 mod config;

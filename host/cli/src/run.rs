@@ -12,6 +12,7 @@ use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource,
 use orders_sidecar::{Sidecar, call_router};
 use orders_telemetry::Registry;
 
+use crate::bundle_options::resolve_secret;
 use crate::components::build_if_stale;
 use crate::config::{RunnerOptions, StoreOptions, bind};
 
@@ -58,8 +59,24 @@ pub struct ServeArgs {
     /// Directory for compiled components.
     #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
     pub data_dir: std::path::PathBuf,
+    /// Secret of the download links (the sidecar's); kept in <data-dir>/download-secret when absent.
+    #[arg(long, env = "ORDERS_DOWNLOAD_SECRET", hide_env_values = true)]
+    pub download_secret: Option<String>,
+    /// Most URLs one bundle may ask for.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_URLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub bundle_max_urls: u32,
     #[command(flatten)]
     pub runner: RunnerOptions,
+}
+
+/// The Spin variables the runner gives the components (`spin.toml`'s `[variables]`).
+fn component_variables(sidecar_url: &str, token: &str, download_secret: &str, bundle_max_urls: u32) -> HashMap<String, String> {
+    HashMap::from([
+        ("sidecar_url".to_owned(), sidecar_url.to_owned()),
+        ("sidecar_token".to_owned(), token.to_owned()),
+        ("download_secret".to_owned(), download_secret.to_owned()),
+        ("bundle_max_urls".to_owned(), bundle_max_urls.to_string()),
+    ])
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -113,13 +130,14 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::default();
     let token = random_token();
-    let sidecar = Sidecar::start(args.store.sidecar_config(&token), registry.clone()).await?;
+    let secret = args.store.bundles.secret(&args.store.data_dir)?;
+    let sidecar = Sidecar::start(args.store.sidecar_config(&token, &secret)?, registry.clone()).await?;
     let sidecar_listener = bind(args.sidecar_listen, "--sidecar-listen").await?;
     let sidecar_address = sidecar_listener.local_addr()?;
     let api_listener = bind(args.listen, "--listen").await?;
 
     let sidecar_url = format!("http://{sidecar_address}");
-    let variables = HashMap::from([("sidecar_url".to_owned(), sidecar_url.clone()), ("sidecar_token".to_owned(), token)]);
+    let variables = component_variables(&sidecar_url, &token, &secret, args.store.bundles.bundle_max_urls);
     let in_process: HashMap<String, Arc<dyn InProcessService>> =
         HashMap::from([(sidecar_address.to_string(), Arc::new(SidecarInProcess(sidecar.router.clone())) as Arc<dyn InProcessService>)]);
     let app = load_app(&args.runner, &args.store.data_dir, variables, in_process, RunnerMetrics::new(registry))?;
@@ -145,7 +163,8 @@ pub async fn sidecar(args: SidecarArgs) -> Result<()> {
         anyhow::bail!("--sidecar-token / ORDERS_SIDECAR_TOKEN must be at least 16 characters");
     }
     let registry = Registry::default();
-    let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token), registry).await?;
+    let secret = args.store.bundles.secret(&args.store.data_dir)?;
+    let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token, &secret)?, registry).await?;
     let listener = bind(args.listen, "--listen").await?;
     println!("orders-sidecar listening on http://{}", listener.local_addr()?);
     axum::serve(listener, sidecar.router).with_graceful_shutdown(shutdown_signal()).await?;
@@ -155,10 +174,8 @@ pub async fn sidecar(args: SidecarArgs) -> Result<()> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::default();
-    let variables = HashMap::from([
-        ("sidecar_url".to_owned(), args.sidecar_url.clone()),
-        ("sidecar_token".to_owned(), args.sidecar_token.clone()),
-    ]);
+    let secret = resolve_secret(args.download_secret.as_deref(), &args.data_dir)?;
+    let variables = component_variables(&args.sidecar_url, &args.sidecar_token, &secret, args.bundle_max_urls);
     let app = load_app(&args.runner, &args.data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
     let edge = Edge::new(app, args.runner.max_body_bytes, extra);

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::blobs::BlobStore;
 use crate::data::DataService;
+use crate::events::EventLog;
 use crate::queue::JobQueue;
 use crate::metrics::SidecarMetrics;
 use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
@@ -32,6 +33,9 @@ pub struct ApiState {
     pub token: Arc<str>,
     pub collections: Arc<[String]>,
     pub streams: Arc<[String]>,
+    pub events: Arc<dyn EventLog>,
+    /// How long an event log lives past its last append.
+    pub events_ttl: std::time::Duration,
 }
 
 /// An API failure as `{"error": code, "message": …}`.
@@ -75,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/docs/{collection}", get(list).post(insert))
         .route("/v1/docs/{collection}/{id}", get(get_one).patch(update).delete(delete))
         .merge(crate::api_jobs::routes())
+        .merge(crate::api_events::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)

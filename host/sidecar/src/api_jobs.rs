@@ -129,8 +129,13 @@ async fn put_blob(State(state): State<ApiState>, Path(key): Path<String>, header
 async fn get_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     measured(&state, "blob_get", &headers, async {
         check_key(&key)?;
-        match state.blobs.get(&key).await.map_err(io_failure)? {
-            Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
+        // Streamed from the file: bundle zips run to 100 MiB.
+        match state.blobs.reader(&key).await.map_err(io_failure)? {
+            Some((file, length)) => Ok((
+                [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_LENGTH, length.to_string())],
+                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            )
+                .into_response()),
             None => Err(ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no blob with this key")),
         }
     })

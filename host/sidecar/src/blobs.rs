@@ -35,6 +35,51 @@ impl BlobStore {
         tokio::fs::rename(&partial, self.dir.join(key)).await
     }
 
+    /// Moves a finished file into the store under `key` (copying when it
+    /// lives on another file system), synced like [`BlobStore::put`].
+    pub async fn put_file(&self, key: &str, source: &std::path::Path) -> std::io::Result<()> {
+        let target = self.dir.join(key);
+        tokio::fs::File::open(source).await?.sync_all().await?;
+        if tokio::fs::rename(source, &target).await.is_err() {
+            let partial = self.dir.join(format!(".{key}.{}.partial", std::process::id()));
+            tokio::fs::copy(source, &partial).await?;
+            tokio::fs::File::open(&partial).await?.sync_all().await?;
+            tokio::fs::rename(&partial, &target).await?;
+        }
+        Ok(())
+    }
+
+    /// The blob as an open file and its length, for streaming.
+    pub async fn reader(&self, key: &str) -> std::io::Result<Option<(tokio::fs::File, u64)>> {
+        match tokio::fs::File::open(self.dir.join(key)).await {
+            Ok(file) => {
+                let length = file.metadata().await?.len();
+                Ok(Some((file, length)))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Removes blobs whose key starts with `prefix` and that were written
+    /// more than `age` ago; returns how many.
+    pub async fn remove_older_than(&self, prefix: &str, age: std::time::Duration) -> std::io::Result<u64> {
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let modified = entry.metadata().await?.modified()?;
+            if modified.elapsed().unwrap_or_default() > age && self.delete(name).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub async fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
         match tokio::fs::read(self.dir.join(key)).await {
             Ok(bytes) => Ok(Some(bytes)),

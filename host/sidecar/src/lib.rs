@@ -4,10 +4,13 @@
 //! internal HTTP API.
 
 pub mod api;
+mod api_events;
 mod api_jobs;
 pub mod blobs;
+pub mod bundles;
 pub mod cache;
 pub mod data;
+pub mod events;
 pub mod metrics;
 pub mod queue;
 pub mod store;
@@ -21,10 +24,14 @@ use bytes::Bytes;
 use orders_telemetry::Registry;
 
 use crate::blobs::BlobStore;
+use crate::bundles::{BundleSettings, Pipeline};
 use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::data::DataService;
+use crate::events::EventLog;
+use crate::events::redis::RedisEvents;
+use crate::events::sqlite::SqliteEvents;
 use crate::metrics::SidecarMetrics;
 use crate::queue::JobQueue;
 use crate::queue::redis::RedisQueue;
@@ -45,8 +52,12 @@ pub struct SidecarConfig {
     pub cache_max_entries: usize,
     pub store_timeout: Duration,
     pub collections: Vec<String>,
-    /// Job streams components may use.
+    /// Job streams (and event logs of the same names) components may use.
     pub streams: Vec<String>,
+    /// The bundle worker's settings; `None` runs no workers here.
+    pub bundles: Option<BundleSettings>,
+    /// How long event logs live past their last append when no worker says.
+    pub events_ttl: Duration,
 }
 
 /// A started sidecar: its API as an axum router (served over TCP, or
@@ -74,18 +85,25 @@ impl Sidecar {
                 store
             }
         };
-        let (cache, queue): (Arc<dyn Cache>, Arc<dyn JobQueue>) = match &config.redis_url {
+        let (cache, queue, events): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>) = match &config.redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;
                 let queue = RedisQueue::new(cache.connection(), &config.redis_namespace);
-                (Arc::new(cache), Arc::new(queue))
+                let events = RedisEvents::new(cache.connection(), &config.redis_namespace);
+                (Arc::new(cache), Arc::new(queue), Arc::new(events))
             }
             None => (
                 Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
                 Arc::new(SqliteQueue::open(&config.data_dir)?),
+                Arc::new(SqliteEvents::open(&config.data_dir)?),
             ),
         };
         let blobs = Arc::new(BlobStore::open(config.data_dir.join("blobs"))?);
+        let events_ttl = config.bundles.as_ref().map_or(config.events_ttl, BundleSettings::events_ttl);
+        if let Some(settings) = config.bundles.clone() {
+            let work_root = config.data_dir.join("bundles-work");
+            Pipeline::new(settings, queue.clone(), events.clone(), blobs.clone(), work_root, metrics.clone())?.spawn();
+        }
         let data = Arc::new(DataService::new(store.clone(), cache, metrics.clone(), config.store_timeout));
         metrics.cache_degraded.set(&[], 0);
         spawn_pool_gauges(store, metrics.clone());
@@ -98,6 +116,8 @@ impl Sidecar {
             token: Arc::from(config.token.as_str()),
             collections: Arc::from(config.collections.clone()),
             streams: Arc::from(config.streams.clone()),
+            events,
+            events_ttl,
         };
         Ok(Self { router: api::router(state), metrics, data })
     }

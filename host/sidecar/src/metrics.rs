@@ -16,6 +16,9 @@ pub struct SidecarMetrics {
     pub cache_degraded: GaugeVec,
     pub pool_connections: GaugeVec,
     pub queue_depth: GaugeVec,
+    bundle_jobs: CounterVec,
+    bundle_job_duration: HistogramVec,
+    bundle_downloads: CounterVec,
 }
 
 impl SidecarMetrics {
@@ -29,6 +32,9 @@ impl SidecarMetrics {
             cache_degraded: registry.gauge("orders_cache_degraded", "1 while the cache is unreachable and reads go straight to the store."),
             pool_connections: registry.gauge("orders_store_pool_connections", "Store connections, by state (in_use, idle)."),
             queue_depth: registry.gauge("orders_queue_depth", "Jobs appended and not yet acknowledged, by stream."),
+            bundle_jobs: registry.counter("orders_bundle_jobs_total", "Bundle jobs ended, by outcome (ready, failed, interrupted, gave_up, duplicate, malformed)."),
+            bundle_job_duration: registry.histogram("orders_bundle_job_duration_seconds", "Time from claiming a bundle job to its end, by outcome."),
+            bundle_downloads: registry.counter("orders_bundle_downloads_total", "URLs fetched for bundles, by outcome (ok or the error code)."),
             registry,
         }
     }
@@ -43,6 +49,15 @@ impl SidecarMetrics {
         if failed {
             self.store_errors.inc(&[("backend", backend), ("operation", operation)]);
         }
+    }
+
+    pub fn bundle_job(&self, outcome: &str, elapsed: Duration) {
+        self.bundle_jobs.inc(&[("outcome", outcome)]);
+        self.bundle_job_duration.observe(&[("outcome", outcome)], elapsed);
+    }
+
+    pub fn bundle_download(&self, outcome: &str) {
+        self.bundle_downloads.inc(&[("outcome", outcome)]);
     }
 
     pub fn cache(&self, result: &str) {

@@ -3,8 +3,10 @@
 //! product started the way users start it, and the contract suite that
 //! every way of running the product must pass.
 
+pub mod bundle_client;
 pub mod checks;
 pub mod contract;
+pub mod file_server;
 pub mod openapi;
 pub mod process;
 pub mod product;

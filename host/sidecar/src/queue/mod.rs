@@ -34,6 +34,9 @@ pub trait JobQueue: Send + Sync {
     /// Up to `count` jobs nobody holds, or held longer than `min_idle_ms`
     /// by a consumer that did not acknowledge them.
     async fn claim(&self, stream: &str, consumer: &str, count: usize, min_idle_ms: u64) -> QueueResult<Vec<Job>>;
+    /// Tells the queue `consumer` is still working on these jobs, so they are
+    /// not handed to another consumer after `min_idle` while it does.
+    async fn touch(&self, stream: &str, consumer: &str, ids: &[String]) -> QueueResult<()>;
     /// Removes the jobs; returns how many were pending.
     async fn ack(&self, stream: &str, ids: &[String]) -> QueueResult<u64>;
     /// Jobs appended and not yet acknowledged.

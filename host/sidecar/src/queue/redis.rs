@@ -98,6 +98,18 @@ impl JobQueue for RedisQueue {
         Ok(jobs)
     }
 
+    async fn touch(&self, stream: &str, consumer: &str, ids: &[String]) -> QueueResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // XCLAIM to ourselves resets the idle time; JUSTID leaves the count of deliveries alone.
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("XCLAIM");
+        command.arg(self.key(stream)).arg(GROUP).arg(consumer).arg(0).arg(ids).arg("JUSTID");
+        let _: RedisValue = command.query_async(&mut connection).await.map_err(failed)?;
+        Ok(())
+    }
+
     async fn ack(&self, stream: &str, ids: &[String]) -> QueueResult<u64> {
         if ids.is_empty() {
             return Ok(0);

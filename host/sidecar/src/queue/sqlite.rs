@@ -97,6 +97,19 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
+    async fn touch(&self, stream: &str, consumer: &str, ids: &[String]) -> QueueResult<()> {
+        let (stream, consumer) = (stream.to_owned(), consumer.to_owned());
+        let ids: Vec<i64> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        self.run(move |c| {
+            let now = now_ms();
+            for id in ids {
+                c.execute("UPDATE jobs SET claimed_at = ?1 WHERE stream = ?2 AND id = ?3 AND consumer = ?4", params![now, stream, id, consumer])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn ack(&self, stream: &str, ids: &[String]) -> QueueResult<u64> {
         let stream = stream.to_owned();
         let ids: Vec<i64> = ids.iter().filter_map(|id| id.parse().ok()).collect();

@@ -1,0 +1,190 @@
+//! A bundle as the API shows it: its id, and its state folded from the
+//! events the worker writes (`docs/bundles.md`). Folding is idempotent per
+//! event, so replays and redelivered jobs give the same state.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// 24 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleId(String);
+
+impl BundleId {
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        if text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(ApiError::not_found("Bundle not found"))
+        }
+    }
+
+    /// The id in the path of `/bundles/{id}` or `/bundles/{id}/events`.
+    pub fn from_path(path: &str) -> Result<Self, ApiError> {
+        let path = path.split('?').next().unwrap_or_default();
+        let id = path.trim_start_matches("/bundles/").split('/').next().unwrap_or_default();
+        Self::parse(id)
+    }
+
+    /// Twelve random bytes, like a MongoDB ObjectId's length.
+    pub fn random(bytes: [u8; 12]) -> Self {
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub event: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// The state of a bundle after `events`; `None` when it has none (unknown).
+pub fn fold(id: &BundleId, events: &[Event]) -> Option<Value> {
+    let queued = events.iter().find(|e| e.event == "queued")?;
+    let urls: Vec<Value> = queued.data.get("urls").and_then(Value::as_array).cloned().unwrap_or_default();
+    let pending = |url: &Value| {
+        json!({ "url": url, "status": "pending", "received": 0, "total": null, "name": null, "error": null, "message": null })
+    };
+    let mut state = json!({
+        "id": id.as_str(),
+        "status": "queued",
+        "created_at": queued.data.get("created_at"),
+        "files": urls.iter().map(pending).collect::<Vec<_>>(),
+        "compress_percent": 0,
+        "link": null,
+        "expires_at": null,
+        "error": null,
+        "message": null,
+    });
+    for event in events {
+        apply(&mut state, &urls, event);
+    }
+    Some(state)
+}
+
+fn apply(state: &mut Value, urls: &[Value], event: &Event) {
+    let data = &event.data;
+    let index = data.get("index").and_then(Value::as_u64).map(|i| i as usize);
+    let field = |name: &str| data.get(name).cloned().unwrap_or(Value::Null);
+    match event.event.as_str() {
+        // A job that runs again starts its files over.
+        "started" => {
+            state["status"] = json!("downloading");
+            state["compress_percent"] = json!(0);
+            for (file, url) in state["files"].as_array_mut().into_iter().flatten().zip(urls) {
+                *file = json!({ "url": url, "status": "pending", "received": 0, "total": null, "name": null, "error": null, "message": null });
+            }
+        }
+        "progress" | "downloaded" | "download_failed" => {
+            let Some(file) = index.and_then(|i| state["files"].get_mut(i)) else { return };
+            match event.event.as_str() {
+                "progress" => {
+                    file["status"] = json!("downloading");
+                    file["received"] = field("received");
+                    file["total"] = field("total");
+                }
+                "downloaded" => {
+                    file["status"] = json!("done");
+                    file["received"] = field("bytes");
+                    file["total"] = field("bytes");
+                    file["name"] = field("name");
+                }
+                _ => {
+                    file["status"] = json!("failed");
+                    file["error"] = field("error");
+                    file["message"] = field("message");
+                }
+            }
+        }
+        "compress" => {
+            state["status"] = json!("compressing");
+            state["compress_percent"] = field("percent");
+        }
+        "ready" => {
+            state["status"] = json!("ready");
+            state["compress_percent"] = json!(100);
+            state["link"] = field("link");
+            state["expires_at"] = field("expires_at");
+        }
+        "failed" => {
+            state["status"] = json!("failed");
+            state["error"] = field("error");
+            state["message"] = field("message");
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32, name: &str, data: Value) -> Event {
+        Event { id: n.to_string(), event: name.into(), data }
+    }
+
+    fn id() -> BundleId {
+        BundleId::parse("0123456789abcdef01234567").unwrap()
+    }
+
+    #[test]
+    fn ids() {
+        assert!(BundleId::parse("0123456789ABCDEF01234567").is_err());
+        assert!(BundleId::parse("../etc").is_err());
+        assert_eq!(BundleId::from_path("/bundles/0123456789abcdef01234567/events").unwrap(), id());
+        assert_eq!(BundleId::random([255; 12]).as_str(), "ffffffffffffffffffffffff");
+    }
+
+    #[test]
+    fn unknown_without_events() {
+        assert_eq!(fold(&id(), &[]), None);
+    }
+
+    #[test]
+    fn folds_a_whole_bundle() {
+        let events = [
+            event(1, "queued", json!({ "urls": ["http://a/x.png", "http://b/y"], "created_at": "t" })),
+            event(2, "started", json!({ "attempt": 1 })),
+            event(3, "progress", json!({ "index": 0, "received": 10, "total": 20 })),
+            event(4, "downloaded", json!({ "index": 0, "name": "x.png", "bytes": 20 })),
+            event(5, "download_failed", json!({ "index": 1, "error": "http_status", "message": "404" })),
+            event(6, "compress", json!({ "percent": 50 })),
+            event(7, "ready", json!({ "link": "/downloads/b.zip?md5=m&expires=1", "expires_at": "e", "files": 1, "bytes": 30 })),
+        ];
+        let state = fold(&id(), &events).unwrap();
+        assert_eq!(state["status"], "ready");
+        assert_eq!(state["files"][0]["status"], "done");
+        assert_eq!(state["files"][0]["name"], "x.png");
+        assert_eq!(state["files"][1]["status"], "failed");
+        assert_eq!(state["files"][1]["error"], "http_status");
+        assert_eq!(state["compress_percent"], 100);
+        assert_eq!(state["link"], "/downloads/b.zip?md5=m&expires=1");
+        // Mid-way: progress shows.
+        let partial = fold(&id(), &events[..3]).unwrap();
+        assert_eq!(partial["status"], "downloading");
+        assert_eq!(partial["files"][0]["received"], 10);
+        assert_eq!(partial["files"][1]["status"], "pending");
+    }
+
+    #[test]
+    fn a_second_attempt_starts_over() {
+        let events = [
+            event(1, "queued", json!({ "urls": ["http://a/x"], "created_at": "t" })),
+            event(2, "started", json!({ "attempt": 1 })),
+            event(3, "progress", json!({ "index": 0, "received": 10, "total": 20 })),
+            event(4, "started", json!({ "attempt": 2 })),
+            event(5, "failed", json!({ "error": "nothing_downloaded", "message": "none" })),
+        ];
+        let state = fold(&id(), &events).unwrap();
+        assert_eq!(state["files"][0]["received"], 0);
+        assert_eq!(state["status"], "failed");
+        assert_eq!(state["error"], "nothing_downloaded");
+    }
+}

@@ -1,0 +1,123 @@
+//! The bundle pipeline's flags: limits, the fetch allow-list, workers, and
+//! the secret that signs download links.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use orders_sidecar::bundles::address::AllowEntry;
+use orders_sidecar::bundles::{BundleSettings, FetchSettings};
+
+#[derive(Debug, Clone, Args)]
+pub struct BundleOptions {
+    /// Secret signing download links (nginx's secure_link_md5 must hold the same); kept in <data-dir>/download-secret when absent.
+    #[arg(long, env = "ORDERS_DOWNLOAD_SECRET", hide_env_values = true)]
+    pub download_secret: Option<String>,
+    /// How long a download link works, in seconds.
+    #[arg(long, env = "ORDERS_LINK_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=604_800))]
+    pub link_ttl_secs: u64,
+    /// Largest file one URL may deliver, in bytes.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_FILE_BYTES", default_value_t = 25 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bundle_max_file_bytes: u64,
+    /// Largest sum of the files of one bundle, in bytes.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_BYTES", default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bundle_max_bytes: u64,
+    /// Most URLs one bundle may ask for.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_URLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub bundle_max_urls: u32,
+    /// Time allowed for one URL's download (each attempt), in milliseconds.
+    #[arg(long, env = "ORDERS_FETCH_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub fetch_timeout_ms: u64,
+    /// Redirects followed per URL.
+    #[arg(long, env = "ORDERS_FETCH_MAX_REDIRECTS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub fetch_max_redirects: u64,
+    /// HOST or HOST:PORT that may be fetched even though it is private or loopback (repeatable; env: comma-separated).
+    #[arg(long = "fetch-allow", env = "ORDERS_FETCH_ALLOW", value_delimiter = ',', value_name = "HOST[:PORT]")]
+    pub fetch_allow: Vec<String>,
+    /// Bundle jobs this process works on at once (0: run no worker here).
+    #[arg(long, env = "ORDERS_BUNDLE_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub bundle_workers: u64,
+    /// Downloads at once within one bundle.
+    #[arg(long, env = "ORDERS_BUNDLE_DOWNLOADS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub bundle_downloads: u64,
+    /// A job whose worker is silent this long is taken over by another, in milliseconds.
+    #[arg(long, env = "ORDERS_BUNDLE_CLAIM_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
+    pub bundle_claim_timeout_ms: u64,
+}
+
+impl BundleOptions {
+    /// The secret from the flag, else the one kept in the data directory
+    /// (made on first use), so links survive restarts.
+    pub fn secret(&self, data_dir: &Path) -> Result<String> {
+        resolve_secret(self.download_secret.as_deref(), data_dir)
+    }
+
+    pub fn settings(&self, secret: String) -> Result<BundleSettings> {
+        let allow = self.fetch_allow.iter().filter(|a| !a.trim().is_empty()).map(|a| AllowEntry::parse(a).map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
+        Ok(BundleSettings {
+            secret,
+            link_ttl: Duration::from_secs(self.link_ttl_secs),
+            max_file_bytes: self.bundle_max_file_bytes,
+            max_bundle_bytes: self.bundle_max_bytes,
+            fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
+            fetch: FetchSettings {
+                max_redirects: self.fetch_max_redirects as usize,
+                connect_timeout: Duration::from_millis(self.fetch_timeout_ms.min(10_000)),
+                allow,
+            },
+            workers: self.bundle_workers as usize,
+            downloads_per_job: self.bundle_downloads as usize,
+            claim_timeout: Duration::from_millis(self.bundle_claim_timeout_ms),
+        })
+    }
+
+    /// The same options as flags for child processes (the secret goes by environment).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--link-ttl-secs".into(), self.link_ttl_secs.to_string(),
+            "--bundle-max-file-bytes".into(), self.bundle_max_file_bytes.to_string(),
+            "--bundle-max-bytes".into(), self.bundle_max_bytes.to_string(),
+            "--bundle-max-urls".into(), self.bundle_max_urls.to_string(),
+            "--fetch-timeout-ms".into(), self.fetch_timeout_ms.to_string(),
+            "--fetch-max-redirects".into(), self.fetch_max_redirects.to_string(),
+            "--bundle-workers".into(), self.bundle_workers.to_string(),
+            "--bundle-downloads".into(), self.bundle_downloads.to_string(),
+            "--bundle-claim-timeout-ms".into(), self.bundle_claim_timeout_ms.to_string(),
+        ];
+        for allow in &self.fetch_allow {
+            args.extend(["--fetch-allow".into(), allow.clone()]);
+        }
+        args
+    }
+}
+
+/// `flag` when given, else `<data_dir>/download-secret`, created with a
+/// random value (mode 0600) the first time.
+pub fn resolve_secret(flag: Option<&str>, data_dir: &Path) -> Result<String> {
+    if let Some(secret) = flag {
+        anyhow::ensure!(secret.len() >= 16, "--download-secret / ORDERS_DOWNLOAD_SECRET must be at least 16 characters");
+        return Ok(secret.to_owned());
+    }
+    let path = data_dir.join("download-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 16 => return Ok(text.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} holds no usable secret (16+ characters); remove it to make a new one", path.display()),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let secret = crate::run::random_token();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => std::io::Write::write_all(&mut file, secret.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?,
+        // Another process made it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return resolve_secret(None, data_dir),
+        Err(error) => return Err(error).with_context(|| format!("cannot create {}", path.display())),
+    }
+    Ok(secret)
+}

@@ -1,0 +1,90 @@
+//! The bundle worker: takes bundle jobs off the `bundles` stream, downloads
+//! their URLs (guarded, limited, retried), zips them, signs a one-time link,
+//! and writes every step to the bundle's event log, which is all the
+//! components read. Runs natively in the sidecar (docs/adr/0006).
+//!
+//! Processing is at-least-once: a job whose worker dies is claimed again
+//! after `claim_timeout`, and every step can simply run again (a fresh work
+//! directory per attempt, the zip put atomically, a finished bundle skipped).
+
+pub mod address;
+pub mod archive;
+pub mod fetch;
+mod janitor;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::blobs::BlobStore;
+use crate::events::EventLog;
+use crate::metrics::SidecarMetrics;
+use crate::queue::JobQueue;
+
+pub use fetch::FetchSettings;
+
+/// The job stream and the event log the pipeline uses.
+pub const STREAM: &str = "bundles";
+pub const LOG: &str = "bundles";
+
+#[derive(Debug, Clone)]
+pub struct BundleSettings {
+    /// Signs download links; nginx's `secure_link_md5` holds the same.
+    pub secret: String,
+    pub link_ttl: Duration,
+    pub max_file_bytes: u64,
+    pub max_bundle_bytes: u64,
+    /// Per URL, redirects and retries excluded: one attempt's whole download.
+    pub fetch_timeout: Duration,
+    pub fetch: FetchSettings,
+    /// Jobs processed at once by this sidecar.
+    pub workers: usize,
+    /// Downloads at once within one job.
+    pub downloads_per_job: usize,
+    /// A claimed job not heard of for this long is handed to another worker.
+    pub claim_timeout: Duration,
+}
+
+impl BundleSettings {
+    /// How long a bundle's events and marks are kept: past its link's life.
+    pub fn events_ttl(&self) -> Duration {
+        self.link_ttl + Duration::from_secs(3600)
+    }
+}
+
+/// What the workers share.
+pub struct Pipeline {
+    settings: BundleSettings,
+    fetcher: fetch::Fetcher,
+    queue: Arc<dyn JobQueue>,
+    events: Arc<dyn EventLog>,
+    blobs: Arc<BlobStore>,
+    work_root: PathBuf,
+    metrics: SidecarMetrics,
+}
+
+impl Pipeline {
+    pub fn new(
+        settings: BundleSettings,
+        queue: Arc<dyn JobQueue>,
+        events: Arc<dyn EventLog>,
+        blobs: Arc<BlobStore>,
+        work_root: PathBuf,
+        metrics: SidecarMetrics,
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&work_root)
+            .map_err(|e| anyhow::anyhow!("cannot create the bundle work directory {}: {e}", work_root.display()))?;
+        let fetcher = fetch::Fetcher::new(settings.fetch.clone())?;
+        Ok(Arc::new(Self { settings, fetcher, queue, events, blobs, work_root, metrics }))
+    }
+
+    /// Starts the workers and the janitor on the current runtime.
+    pub fn spawn(self: &Arc<Self>) {
+        let prefix = format!("sidecar-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        for n in 0..self.settings.workers {
+            tokio::spawn(self.clone().work(format!("{prefix}-{n}")));
+        }
+        tokio::spawn(self.clone().clean_up());
+    }
+}

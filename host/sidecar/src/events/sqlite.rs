@@ -1,0 +1,143 @@
+//! The embedded event logs and marks: SQLite tables next to the embedded
+//! queue, written with `synchronous=FULL`. Expired rows are removed by
+//! [`EventLog::remove_expired`], which the sidecar's janitor calls.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{BadEventId, Event, EventLog, EventsResult};
+use crate::queue::QueueError;
+
+pub struct SqliteEvents {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn failed(error: impl std::fmt::Display) -> QueueError {
+    QueueError(format!("sqlite: {error}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+impl SqliteEvents {
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let connection = Connection::open(data_dir.join("events.sqlite3"))?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS events (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 log TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 event TEXT NOT NULL,
+                 data TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS events_by_key ON events (log, key, id);
+             CREATE TABLE IF NOT EXISTS event_logs (
+                 log TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 expires_ms INTEGER NOT NULL,
+                 PRIMARY KEY (log, key)
+             );
+             CREATE TABLE IF NOT EXISTS marks (
+                 key TEXT PRIMARY KEY,
+                 expires_ms INTEGER NOT NULL
+             );",
+        )?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static) -> EventsResult<T> {
+        let connection = self.connection.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().map_err(|_| failed("events lock poisoned"))?;
+            work(&mut connection).map_err(failed)
+        })
+        .await
+        .map_err(failed)?;
+        Ok(outcome?)
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteEvents {
+    async fn append(&self, log: &str, key: &str, event: &str, data: &Value, ttl: Duration) -> EventsResult<String> {
+        let (log, key, event, data) = (log.to_owned(), key.to_owned(), event.to_owned(), data.to_string());
+        let expires = now_ms() + ttl.as_millis() as i64;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("INSERT INTO events (log, key, event, data) VALUES (?1, ?2, ?3, ?4)", params![log, key, event, data])?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO event_logs (log, key, expires_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (log, key) DO UPDATE SET expires_ms = excluded.expires_ms",
+                params![log, key, expires],
+            )?;
+            tx.commit()?;
+            Ok(id.to_string())
+        })
+        .await
+    }
+
+    async fn read(&self, log: &str, key: &str, after: Option<&str>, limit: usize) -> EventsResult<Vec<Event>> {
+        let after = match after {
+            None => 0,
+            Some(id) => id.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| BadEventId(id.to_owned()))?,
+        };
+        let (log, key) = (log.to_owned(), key.to_owned());
+        self.run(move |c| {
+            let mut statement =
+                c.prepare_cached("SELECT id, event, data FROM events WHERE log = ?1 AND key = ?2 AND id > ?3 ORDER BY id LIMIT ?4")?;
+            let rows = statement.query_map(params![log, key, after, limit as i64], |row| {
+                let data: String = row.get(2)?;
+                Ok(Event { id: row.get::<_, i64>(0)?.to_string(), event: row.get(1)?, data: serde_json::from_str(&data).unwrap_or(Value::Null) })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn mark_once(&self, key: &str, ttl: Duration) -> EventsResult<bool> {
+        let key = key.to_owned();
+        let now = now_ms();
+        let expires = now + ttl.as_millis() as i64;
+        self.run(move |c| {
+            // One statement: an expired mark is taken over, a live one is not.
+            let taken = c
+                .query_row(
+                    "INSERT INTO marks (key, expires_ms) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET expires_ms = excluded.expires_ms WHERE marks.expires_ms <= ?3
+                     RETURNING key",
+                    params![key, expires, now],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            Ok(taken.is_some())
+        })
+        .await
+    }
+
+    async fn remove_expired(&self) -> EventsResult<u64> {
+        let now = now_ms();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let removed = tx.execute(
+                "DELETE FROM events WHERE (log, key) IN (SELECT log, key FROM event_logs WHERE expires_ms <= ?1)",
+                params![now],
+            )?;
+            tx.execute("DELETE FROM event_logs WHERE expires_ms <= ?1", params![now])?;
+            tx.execute("DELETE FROM marks WHERE expires_ms <= ?1", params![now])?;
+            tx.commit()?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+}
