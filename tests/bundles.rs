@@ -140,6 +140,12 @@ async fn run_scenario(base: &str, files: &FileServer, data_dir: &std::path::Path
 
 async fn check_bad_input(base: &str) {
     let client = BundleClient::new(base);
+    for page in ["/", "/bundles/new"] {
+        let response = client.get(page).await.unwrap();
+        assert_eq!(response.status(), 200, "{page}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(response.text().await.unwrap().contains("bundle-form"));
+    }
     let (status, body) = client.submit(json!({ "urls": ["ftp://x.example/a", "https://ok.example/b", "", 7] })).await.unwrap();
     assert_eq!(status, 422, "{body}");
     let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();

@@ -199,7 +199,10 @@ fn nginx_cluster_template_passes_nginx_t() {
     let rendered = template
         .replace("{{prefix}}", &dir.path().display().to_string())
         .replace("{{listen}}", &format!("127.0.0.1:{}", free_port()))
-        .replace("{{upstreams}}", "        server 127.0.0.1:9 max_fails=3 fail_timeout=5s;");
+        .replace("{{upstreams}}", "        server 127.0.0.1:9 max_fails=3 fail_timeout=5s;")
+        .replace("{{download_secret}}", "a-secret-of-the-test-0123")
+        .replace("{{blobs}}", &dir.path().join("blobs").display().to_string())
+        .replace("{{user}}", "");
     assert!(!rendered.contains("{{"), "a placeholder is left:\n{rendered}");
     let config = dir.path().join("cluster.conf");
     std::fs::write(&config, rendered).unwrap();
@@ -274,7 +277,9 @@ fn is_nginx_request_id(id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_production_config_in_front_of_the_product() {
     let Some(nginx) = nginx() else { return missing("nginx", "apt-get install nginx") };
-    let product = Product::up(env!("CARGO_BIN_EXE_orders"), &Backends::default()).expect("orders up");
+    let secret = "test-download-secret-0123456789abcdef";
+    let backends = Backends { extra_env: vec![("ORDERS_DOWNLOAD_SECRET".into(), secret.into())], ..Backends::default() };
+    let product = Product::up(env!("CARGO_BIN_EXE_orders"), &backends).expect("orders up");
     let dropper = Dropper::start();
 
     // The shipped config, with this test's addresses: the instances are the
@@ -284,7 +289,9 @@ async fn nginx_production_config_in_front_of_the_product() {
     let port = free_port();
     let blobs = dir.path().join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::write(blobs.join("report.txt"), "signed content\n").unwrap();
+    // Where the sidecar would have put a bundle's zip.
+    let zip = "bundle-0123456789abcdef01234567.zip";
+    std::fs::write(blobs.join(zip), "signed content\n").unwrap();
     let mut config = read(&dir.path().join("orders.conf"));
     config = replace(&config, "worker_processes auto;", "worker_processes 1;");
     config = replace(&config, "listen 80 default_server;", &format!("listen 127.0.0.1:{port} default_server;"));
@@ -400,13 +407,13 @@ async fn nginx_production_config_in_front_of_the_product() {
     assert_eq!(large.status(), 413);
 
     // Signed downloads: off (503) until a secret is set, then 403 for a bad
-    // signature, 410 once expired, the file for a good one; the X-Accel
-    // location is internal.
+    // signature, 410 once expired, checked by nginx; a good one reaches the
+    // API, which takes the one-time mark and hands the file back to nginx
+    // by X-Accel-Redirect (410 the second time); the X-Accel location is internal.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let secret = "test-download-secret-0123456789abcdef";
     let link = |expires: u64| {
-        let signature = base64url(&md5(format!("{expires}/downloads/report.txt {secret}").as_bytes()));
-        format!("/downloads/report.txt?md5={signature}&expires={expires}")
+        let signature = base64url(&md5(format!("{expires}/downloads/{zip} {secret}").as_bytes()));
+        format!("/downloads/{zip}?md5={signature}&expires={expires}")
     };
     assert_eq!(get(&link(now + 300), &[]).await.unwrap().status(), 503, "downloads without a secret");
     std::fs::write(dir.path().join("orders.d/download-secret.conf"), format!("set $orders_download_secret \"{secret}\";\n")).unwrap();
@@ -420,14 +427,16 @@ async fn nginx_production_config_in_front_of_the_product() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(valid.status(), 200, "a valid signed link");
+    assert!(valid.headers().get("x-accel-redirect").is_none());
     assert_eq!(valid.text().await.unwrap(), "signed content\n");
+    assert_eq!(get(&link(now + 300), &[]).await.unwrap().status(), 410, "a used link");
     let tampered = link(now + 300).replace("expires=", "expires=1");
     assert_eq!(get(&tampered, &[]).await.unwrap().status(), 403, "a changed expiry");
-    assert_eq!(get("/downloads/report.txt", &[]).await.unwrap().status(), 403, "no signature");
+    assert_eq!(get(&format!("/downloads/{zip}"), &[]).await.unwrap().status(), 403, "no signature");
     assert_eq!(get(&link(now - 10), &[]).await.unwrap().status(), 410, "an expired link");
     let posted = client.post(format!("{base}{}", link(now + 300))).body("x").send().await.unwrap();
     assert_eq!(posted.status(), 403, "downloads take GET only");
-    assert_eq!(get("/protected-downloads/report.txt", &[]).await.unwrap().status(), 404, "internal location");
+    assert_eq!(get(&format!("/protected-downloads/{zip}"), &[]).await.unwrap().status(), 404, "internal location");
 
     // The access log: one JSON object per request, with the request id.
     drop(process);

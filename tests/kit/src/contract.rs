@@ -294,7 +294,7 @@ async fn routing(api: &Api, c: &mut Checks) {
         c.eq(&format!("{method} {path}: Allow"), answer.header("allow"), Some(allow));
         c.check(&format!("{method} {path}: JSON message"), has_message(&answer), &answer.body);
     }
-    for path in ["/nope", "/orders/a/b", "/", "/orders-x"] {
+    for path in ["/nope", "/orders/a/b", "/orders-x", "/bundles/new/x"] {
         let answer = api.get(path).await;
         c.eq(&format!("unknown route {path}: 404"), answer.status, StatusCode::NOT_FOUND);
         c.check(&format!("unknown route {path}: JSON message"), has_message(&answer), &answer.body);
