@@ -308,6 +308,20 @@ mod queues {
         assert_eq!(retaken[0].payload, json!({ "job": "x" }));
     }
 
+    async fn a_touched_job_stays_with_its_worker(queue: Arc<dyn JobQueue>) {
+        queue.append("bundles", &json!({ "job": "long" })).await.expect("append");
+        let taken = queue.claim("bundles", "busy", 1, 300).await.expect("claim");
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            queue.touch("bundles", "busy", &[taken[0].id.clone()]).await.expect("touch");
+            assert!(queue.claim("bundles", "thief", 1, 300).await.expect("claim").is_empty(), "taken from a live worker");
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let retaken = queue.claim("bundles", "thief", 1, 300).await.expect("claim");
+        assert_eq!(retaken.len(), 1, "once silent, the job moves on");
+        assert_eq!(retaken[0].deliveries, 2, "touching does not count as a delivery");
+    }
+
     async fn concurrent_claimers_never_share_a_job(queue: Arc<dyn JobQueue>) {
         for n in 0..50 {
             queue.append("bundles", &json!({ "n": n })).await.expect("append");
@@ -365,6 +379,91 @@ mod queues {
     queue_conformance!(
         jobs_are_claimed_in_order_once_and_acknowledged,
         a_job_whose_worker_died_is_claimed_again_after_min_idle,
+        a_touched_job_stays_with_its_worker,
         concurrent_claimers_never_share_a_job,
     );
+}
+
+// Event logs and one-time marks: the same cases on SQLite and on Redis.
+
+mod events {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use orders_sidecar::events::redis::RedisEvents;
+    use orders_sidecar::events::sqlite::SqliteEvents;
+    use orders_sidecar::events::{EventLog, EventsError};
+    use orders_testkit::services::RedisServer;
+    use serde_json::json;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    async fn events_are_read_in_order_after_any_id(log: Arc<dyn EventLog>) {
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(log.append("bundles", "b1", "progress", &json!({ "n": n }), TTL).await.expect("append"));
+        }
+        log.append("bundles", "other", "queued", &json!({}), TTL).await.expect("append");
+        let all = log.read("bundles", "b1", None, 100).await.expect("read");
+        assert_eq!(all.iter().map(|e| e.data["n"].as_i64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
+        let after = log.read("bundles", "b1", Some(&ids[1]), 2).await.expect("read");
+        assert_eq!(after.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids[2..4]);
+        assert!(log.read("bundles", "b1", Some(&ids[4]), 10).await.expect("read").is_empty());
+        assert!(log.read("bundles", "nobody", None, 10).await.expect("read").is_empty());
+        assert!(matches!(log.read("bundles", "b1", Some("not-an-id"), 10).await, Err(EventsError::BadId(_))));
+    }
+
+    async fn a_mark_is_taken_once_even_by_racing_callers(log: Arc<dyn EventLog>) {
+        let racers: Vec<_> = (0..20)
+            .map(|_| {
+                let log = log.clone();
+                tokio::spawn(async move { log.mark_once("download-x", TTL).await.expect("mark") })
+            })
+            .collect();
+        let mut taken = 0;
+        for racer in racers {
+            taken += usize::from(racer.await.expect("join"));
+        }
+        assert_eq!(taken, 1);
+        assert!(log.mark_once("download-y", TTL).await.expect("mark"), "marks are per key");
+    }
+
+    async fn marks_and_logs_expire(log: Arc<dyn EventLog>) {
+        assert!(log.mark_once("short", Duration::from_secs(1)).await.expect("mark"));
+        log.append("bundles", "brief", "queued", &json!({}), Duration::from_secs(1)).await.expect("append");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        log.remove_expired().await.expect("sweep");
+        assert!(log.mark_once("short", TTL).await.expect("mark"), "an expired mark can be taken again");
+        assert!(log.read("bundles", "brief", None, 10).await.expect("read").is_empty(), "an expired log is gone");
+    }
+
+    macro_rules! events_conformance {
+        ($($case:ident),* $(,)?) => {
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $case() {
+                        let dir = tempfile::tempdir().expect("tempdir");
+                        super::$case(Arc::new(SqliteEvents::open(dir.path()).expect("open"))).await;
+                    }
+                )*
+            }
+            mod redis {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $case() {
+                        let server = RedisServer::start().expect("redis");
+                        let client = ::redis::Client::open(server.url.as_str()).expect("client");
+                        let connection = ::redis::aio::ConnectionManager::new(client).await.expect("connect");
+                        super::$case(Arc::new(RedisEvents::new(connection, "test"))).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    events_conformance!(events_are_read_in_order_after_any_id, a_mark_is_taken_once_even_by_racing_callers, marks_and_logs_expire);
 }
