@@ -266,6 +266,35 @@ async fn mongo_options_are_validated_with_actionable_messages() {
     assert!(!error.contains("s3cret"), "password leaked: {error}");
 }
 
+/// Each case once on a fresh SQLite backend (in a temporary directory) and
+/// once on a fresh Redis server.
+macro_rules! on_sqlite_and_redis {
+    (sqlite: $sqlite:expr, redis: $redis:expr, cases: [$($case:ident),* $(,)?]) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    super::$case(Arc::new(($sqlite)(dir.path()))).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let server = RedisServer::start().expect("redis");
+                    let client = ::redis::Client::open(server.url.as_str()).expect("client");
+                    let connection = ::redis::aio::ConnectionManager::new(client).await.expect("connect");
+                    super::$case(Arc::new(($redis)(connection))).await;
+                }
+            )*
+        }
+    };
+}
+
 // Job streams: the same cases on the embedded queue and on Redis Streams.
 
 mod queues {
@@ -349,39 +378,16 @@ mod queues {
         assert_eq!((all.len(), unique.len()), (50, 50));
     }
 
-    macro_rules! queue_conformance {
-        ($($case:ident),* $(,)?) => {
-            mod sqlite {
-                use super::*;
-                $(
-                    #[tokio::test(flavor = "multi_thread")]
-                    async fn $case() {
-                        let dir = tempfile::tempdir().expect("tempdir");
-                        super::$case(Arc::new(SqliteQueue::open(dir.path()).expect("open"))).await;
-                    }
-                )*
-            }
-            mod redis {
-                use super::*;
-                $(
-                    #[tokio::test(flavor = "multi_thread")]
-                    async fn $case() {
-                        let server = RedisServer::start().expect("redis");
-                        let client = ::redis::Client::open(server.url.as_str()).expect("client");
-                        let connection = ::redis::aio::ConnectionManager::new(client).await.expect("connect");
-                        super::$case(Arc::new(RedisQueue::new(connection, "test"))).await;
-                    }
-                )*
-            }
-        };
+    on_sqlite_and_redis! {
+        sqlite: |dir: &std::path::Path| SqliteQueue::open(dir).expect("open"),
+        redis: |connection| RedisQueue::new(connection, "test"),
+        cases: [
+            jobs_are_claimed_in_order_once_and_acknowledged,
+            a_job_whose_worker_died_is_claimed_again_after_min_idle,
+            a_touched_job_stays_with_its_worker,
+            concurrent_claimers_never_share_a_job,
+        ]
     }
-
-    queue_conformance!(
-        jobs_are_claimed_in_order_once_and_acknowledged,
-        a_job_whose_worker_died_is_claimed_again_after_min_idle,
-        a_touched_job_stays_with_its_worker,
-        concurrent_claimers_never_share_a_job,
-    );
 }
 
 // Event logs and one-time marks: the same cases on SQLite and on Redis.
@@ -438,32 +444,9 @@ mod events {
         assert!(log.read("bundles", "brief", None, 10).await.expect("read").is_empty(), "an expired log is gone");
     }
 
-    macro_rules! events_conformance {
-        ($($case:ident),* $(,)?) => {
-            mod sqlite {
-                use super::*;
-                $(
-                    #[tokio::test(flavor = "multi_thread")]
-                    async fn $case() {
-                        let dir = tempfile::tempdir().expect("tempdir");
-                        super::$case(Arc::new(SqliteEvents::open(dir.path()).expect("open"))).await;
-                    }
-                )*
-            }
-            mod redis {
-                use super::*;
-                $(
-                    #[tokio::test(flavor = "multi_thread")]
-                    async fn $case() {
-                        let server = RedisServer::start().expect("redis");
-                        let client = ::redis::Client::open(server.url.as_str()).expect("client");
-                        let connection = ::redis::aio::ConnectionManager::new(client).await.expect("connect");
-                        super::$case(Arc::new(RedisEvents::new(connection, "test"))).await;
-                    }
-                )*
-            }
-        };
+    on_sqlite_and_redis! {
+        sqlite: |dir: &std::path::Path| SqliteEvents::open(dir).expect("open"),
+        redis: |connection| RedisEvents::new(connection, "test"),
+        cases: [events_are_read_in_order_after_any_id, a_mark_is_taken_once_even_by_racing_callers, marks_and_logs_expire]
     }
-
-    events_conformance!(events_are_read_in_order_after_any_id, a_mark_is_taken_once_even_by_racing_callers, marks_and_logs_expire);
 }

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod bundles;
 pub mod cache;
 pub mod data;
+mod durable_sqlite;
 pub mod events;
 pub mod metrics;
 pub mod queue;

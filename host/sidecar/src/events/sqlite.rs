@@ -3,7 +3,6 @@
 //! [`EventLog::remove_expired`], which the sidecar's janitor calls.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -11,14 +10,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{BadEventId, Event, EventLog, EventsResult};
-use crate::queue::QueueError;
+use crate::durable_sqlite::DurableSqlite;
 
 pub struct SqliteEvents {
-    connection: Arc<Mutex<Connection>>,
-}
-
-fn failed(error: impl std::fmt::Display) -> QueueError {
-    QueueError(format!("sqlite: {error}"))
+    db: DurableSqlite,
 }
 
 fn now_ms() -> i64 {
@@ -27,12 +22,9 @@ fn now_ms() -> i64 {
 
 impl SqliteEvents {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
-        let connection = Connection::open(data_dir.join("events.sqlite3"))?;
-        connection.busy_timeout(Duration::from_secs(5))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.execute_batch(
+        let db = DurableSqlite::open(
+            data_dir,
+            "events.sqlite3",
             "CREATE TABLE IF NOT EXISTS events (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  log TEXT NOT NULL,
@@ -52,18 +44,11 @@ impl SqliteEvents {
                  expires_ms INTEGER NOT NULL
              );",
         )?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        Ok(Self { db })
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static) -> EventsResult<T> {
-        let connection = self.connection.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().map_err(|_| failed("events lock poisoned"))?;
-            work(&mut connection).map_err(failed)
-        })
-        .await
-        .map_err(failed)?;
-        Ok(outcome?)
+        Ok(self.db.run(work).await?)
     }
 }
 

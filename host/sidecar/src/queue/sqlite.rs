@@ -4,21 +4,17 @@
 //! SQLite's single writer, so two consumers never get the same job.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use super::{Job, JobQueue, QueueError, QueueResult};
+use super::{Job, JobQueue, QueueResult};
+use crate::durable_sqlite::DurableSqlite;
 
 pub struct SqliteQueue {
-    connection: Arc<Mutex<Connection>>,
-}
-
-fn failed(error: impl std::fmt::Display) -> QueueError {
-    QueueError(format!("sqlite: {error}"))
+    db: DurableSqlite,
 }
 
 fn now_ms() -> i64 {
@@ -27,12 +23,9 @@ fn now_ms() -> i64 {
 
 impl SqliteQueue {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
-        let connection = Connection::open(data_dir.join("queue.sqlite3"))?;
-        connection.busy_timeout(Duration::from_secs(5))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.execute_batch(
+        let db = DurableSqlite::open(
+            data_dir,
+            "queue.sqlite3",
             "CREATE TABLE IF NOT EXISTS jobs (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  stream TEXT NOT NULL,
@@ -43,17 +36,11 @@ impl SqliteQueue {
              );
              CREATE INDEX IF NOT EXISTS jobs_stream ON jobs (stream, id);",
         )?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        Ok(Self { db })
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> QueueResult<T> {
-        let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            let connection = connection.lock().map_err(|_| failed("queue lock poisoned"))?;
-            work(&connection).map_err(failed)
-        })
-        .await
-        .map_err(failed)?
+        self.db.run(move |c| work(c)).await
     }
 }
 

@@ -1,0 +1,46 @@
+//! A SQLite file written durably (WAL, `synchronous=FULL`: an acknowledged
+//! write survives `kill -9` and power loss), used from async code by handing
+//! each piece of work to the blocking pool. The embedded queue and event
+//! logs each keep one.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::queue::QueueError;
+
+pub struct DurableSqlite {
+    connection: Arc<Mutex<Connection>>,
+}
+
+pub fn failed(error: impl std::fmt::Display) -> QueueError {
+    QueueError(format!("sqlite: {error}"))
+}
+
+impl DurableSqlite {
+    /// Opens (or creates) `<data_dir>/<file>` and applies `schema`.
+    pub fn open(data_dir: &Path, file: &str, schema: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let connection = Connection::open(data_dir.join(file))?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.execute_batch(schema)?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().map_err(|_| failed("lock poisoned"))?;
+            work(&mut connection).map_err(failed)
+        })
+        .await
+        .map_err(failed)?
+    }
+}
