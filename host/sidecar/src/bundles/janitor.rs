@@ -48,3 +48,72 @@ async fn remove_old_dirs(root: &std::path::Path, age: Duration) -> std::io::Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::blobs::BlobStore;
+    use crate::bundles::{BundleSettings, FetchSettings};
+    use crate::events::EventLog;
+    use crate::events::sqlite::SqliteEvents;
+    use crate::metrics::SidecarMetrics;
+    use crate::queue::sqlite::SqliteQueue;
+
+    fn age(path: &std::path::Path, by: Duration) {
+        let file = std::fs::File::options().write(true).open(path).or_else(|_| std::fs::File::open(path)).unwrap();
+        file.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sweeps_what_expired_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(BlobStore::open(dir.path().join("blobs")).unwrap());
+        let events: Arc<dyn EventLog> = Arc::new(SqliteEvents::open(dir.path()).unwrap());
+        let settings = BundleSettings {
+            secret: "s".repeat(16),
+            link_ttl: Duration::from_secs(600),
+            max_file_bytes: 1,
+            max_bundle_bytes: 1,
+            fetch_timeout: Duration::from_secs(1),
+            fetch: FetchSettings { max_redirects: 0, connect_timeout: Duration::from_secs(1), allow: Vec::new() },
+            workers: 0,
+            downloads_per_job: 1,
+            claim_timeout: Duration::from_secs(1),
+        };
+        let work_root = dir.path().join("work");
+        let pipeline = Pipeline::new(
+            settings,
+            Arc::new(SqliteQueue::open(dir.path()).unwrap()),
+            events.clone(),
+            blobs.clone(),
+            work_root.clone(),
+            SidecarMetrics::new(orders_telemetry::Registry::default()),
+        )
+        .unwrap();
+
+        blobs.put("bundle-old.zip", b"old").await.unwrap();
+        blobs.put("bundle-new.zip", b"new").await.unwrap();
+        blobs.put("other.bin", b"not a bundle").await.unwrap();
+        age(&dir.path().join("blobs/bundle-old.zip"), Duration::from_secs(700));
+        age(&dir.path().join("blobs/other.bin"), Duration::from_secs(700));
+        std::fs::create_dir_all(work_root.join("abandoned")).unwrap();
+        std::fs::create_dir_all(work_root.join("running")).unwrap();
+        age(&work_root.join("abandoned"), Duration::from_secs(7200));
+        events.append("bundles", "gone", "queued", &json!({}), Duration::from_millis(1)).await.unwrap();
+        events.append("bundles", "kept", "queued", &json!({}), Duration::from_secs(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        pipeline.sweep().await;
+        assert_eq!(blobs.get("bundle-old.zip").await.unwrap(), None, "a zip past its link");
+        assert!(blobs.get("bundle-new.zip").await.unwrap().is_some());
+        assert!(blobs.get("other.bin").await.unwrap().is_some(), "only bundle zips are swept");
+        assert!(!work_root.join("abandoned").exists());
+        assert!(work_root.join("running").exists());
+        assert!(events.read("bundles", "gone", None, 10).await.unwrap().is_empty());
+        assert_eq!(events.read("bundles", "kept", None, 10).await.unwrap().len(), 1);
+    }
+}
