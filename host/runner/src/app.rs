@@ -44,6 +44,8 @@ pub trait InProcessService: Send + Sync {
 pub struct AppConfig {
     pub manifest_path: PathBuf,
     pub cache_dir: PathBuf,
+    /// Values the host offers for application variables; each is used only
+    /// if the manifest declares a variable of that name.
     pub variables: HashMap<String, String>,
     pub max_instances: u32,
     /// Services answered in-process, keyed by `host:port` authority.
@@ -77,7 +79,11 @@ impl AppShared {
     pub fn load(config: AppConfig, metrics: RunnerMetrics) -> Result<Arc<Self>> {
         let manifest = Manifest::load(&config.manifest_path)?;
         let manifest_dir = config.manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let app_variables = AppVariables::resolve(&manifest.variables, &config.variables, |name| std::env::var(name).ok())?;
+        // What the host offers (the sidecar's address, the link secret…)
+        // reaches only applications that declare it; a test app need not.
+        let offered: HashMap<String, String> =
+            config.variables.iter().filter(|(name, _)| manifest.variables.contains_key(*name)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let app_variables = AppVariables::resolve(&manifest.variables, &offered, |name| std::env::var(name).ok())?;
         let (router, duplicates) = Router::build(&manifest.trigger.http)?;
         for duplicate in duplicates {
             tracing::warn!(route = %duplicate.route, replaced = %duplicate.replaced_component,
