@@ -49,14 +49,11 @@ pub struct Event {
 pub fn fold(id: &BundleId, events: &[Event]) -> Option<Value> {
     let queued = events.iter().find(|e| e.event == "queued")?;
     let urls: Vec<Value> = queued.data.get("urls").and_then(Value::as_array).cloned().unwrap_or_default();
-    let pending = |url: &Value| {
-        json!({ "url": url, "status": "pending", "received": 0, "total": null, "name": null, "error": null, "message": null })
-    };
     let mut state = json!({
         "id": id.as_str(),
         "status": "queued",
         "created_at": queued.data.get("created_at"),
-        "files": urls.iter().map(pending).collect::<Vec<_>>(),
+        "files": urls.iter().map(pending_file).collect::<Vec<_>>(),
         "compress_percent": 0,
         "link": null,
         "expires_at": null,
@@ -69,6 +66,10 @@ pub fn fold(id: &BundleId, events: &[Event]) -> Option<Value> {
     Some(state)
 }
 
+fn pending_file(url: &Value) -> Value {
+    json!({ "url": url, "status": "pending", "received": 0, "total": null, "name": null, "error": null, "message": null })
+}
+
 fn apply(state: &mut Value, urls: &[Value], event: &Event) {
     let data = &event.data;
     let index = data.get("index").and_then(Value::as_u64).map(|i| i as usize);
@@ -79,7 +80,7 @@ fn apply(state: &mut Value, urls: &[Value], event: &Event) {
             state["status"] = json!("downloading");
             state["compress_percent"] = json!(0);
             for (file, url) in state["files"].as_array_mut().into_iter().flatten().zip(urls) {
-                *file = json!({ "url": url, "status": "pending", "received": 0, "total": null, "name": null, "error": null, "message": null });
+                *file = pending_file(url);
             }
         }
         "progress" | "downloaded" | "download_failed" => {
