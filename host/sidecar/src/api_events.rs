@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
-use crate::blobs::valid_key;
+use crate::api_jobs::check_key;
 use crate::events::EventsError;
 
 /// The longest a read may wait for a first new event.
@@ -39,14 +39,6 @@ impl From<EventsError> for ApiFailure {
 fn check_log(state: &ApiState, log: &str, key: &str) -> Result<(), ApiFailure> {
     check_allowed(&state.streams, log, "log", "unknown_log")?;
     check_key(key)
-}
-
-fn check_key(key: &str) -> Result<(), ApiFailure> {
-    if valid_key(key) {
-        Ok(())
-    } else {
-        Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_key", "keys are 1-128 of A-Z a-z 0-9 . _ -, not starting with a dot"))
-    }
 }
 
 #[derive(Deserialize)]

@@ -35,7 +35,7 @@ fn check_stream(state: &ApiState, stream: &str) -> Result<(), ApiFailure> {
     check_allowed(&state.streams, stream, "stream", "unknown_stream")
 }
 
-fn check_key(key: &str) -> Result<(), ApiFailure> {
+pub(crate) fn check_key(key: &str) -> Result<(), ApiFailure> {
     if valid_key(key) {
         Ok(())
     } else {

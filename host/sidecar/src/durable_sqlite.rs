@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
@@ -15,8 +15,13 @@ pub struct DurableSqlite {
     connection: Arc<Mutex<Connection>>,
 }
 
-pub fn failed(error: impl std::fmt::Display) -> QueueError {
+fn failed(error: impl std::fmt::Display) -> QueueError {
     QueueError(format!("sqlite: {error}"))
+}
+
+/// Milliseconds since the Unix epoch: the timestamps these tables keep.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 impl DurableSqlite {

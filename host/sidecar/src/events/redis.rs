@@ -10,15 +10,11 @@ use redis::streams::StreamRangeReply;
 use serde_json::Value;
 
 use super::{BadEventId, Event, EventLog, EventsResult};
-use crate::queue::QueueError;
+use crate::queue::redis::failed;
 
 pub struct RedisEvents {
     connection: ConnectionManager,
     namespace: String,
-}
-
-fn failed(error: redis::RedisError) -> QueueError {
-    QueueError(format!("redis: {error}"))
 }
 
 /// Redis stream ids: `<ms>-<seq>`.

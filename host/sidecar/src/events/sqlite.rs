@@ -3,21 +3,17 @@
 //! [`EventLog::remove_expired`], which the sidecar's janitor calls.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{BadEventId, Event, EventLog, EventsResult};
-use crate::durable_sqlite::DurableSqlite;
+use crate::durable_sqlite::{DurableSqlite, now_ms};
 
 pub struct SqliteEvents {
     db: DurableSqlite,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 impl SqliteEvents {

@@ -17,7 +17,7 @@ pub struct RedisQueue {
     namespace: String,
 }
 
-fn failed(error: redis::RedisError) -> QueueError {
+pub(crate) fn failed(error: redis::RedisError) -> QueueError {
     QueueError(format!("redis: {error}"))
 }
 

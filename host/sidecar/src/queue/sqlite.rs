@@ -4,21 +4,16 @@
 //! SQLite's single writer, so two consumers never get the same job.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
 use super::{Job, JobQueue, QueueResult};
-use crate::durable_sqlite::DurableSqlite;
+use crate::durable_sqlite::{DurableSqlite, now_ms};
 
 pub struct SqliteQueue {
     db: DurableSqlite,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 impl SqliteQueue {
