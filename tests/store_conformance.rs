@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use orders_sidecar::store::mongo::{MongoSettings, MongoStore};
 use orders_sidecar::store::sqlite::SqliteStore;
-use orders_sidecar::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, WriteOutcome};
+use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreError, WriteOutcome};
 use orders_testkit::services::MongoServer;
 use serde_json::{Map, Value, json};
 
@@ -165,6 +165,72 @@ async fn concurrent_writers_lose_nothing(store: Arc<dyn DocumentStore>) {
     assert_eq!(store.list(ORDERS, None, 10_000).await.expect("list").len(), before + 50);
 }
 
+/// A document as the old service stored it: no version, no timestamps, and
+/// values the contract refuses, imported as `orders import` does.
+async fn imported_legacy(store: &dyn DocumentStore, quantity: Value) -> String {
+    let id = bson::oid::ObjectId::new().to_hex();
+    let doc = json!({"_id": id, "product": "Old banner", "quantity": quantity, "customer_name": null, "customer_address": "1 Main St", "coupon": {"code": "SPRING"}});
+    let outcome = store.import(ORDERS, doc.as_object().cloned().expect("object")).await.expect("import");
+    assert_eq!(outcome, ImportOutcome::Inserted);
+    id
+}
+
+async fn legacy_documents_are_returned_as_stored_without_a_version(store: Arc<dyn DocumentStore>) {
+    let id = imported_legacy(&*store, json!("7")).await;
+    let doc = store.get(ORDERS, &id).await.expect("get").expect("found");
+    assert_eq!(doc.get("version"), None, "no version is invented by the store");
+    assert_eq!((doc["quantity"].clone(), doc["customer_name"].clone(), doc["coupon"].clone()), (json!("7"), Value::Null, json!({"code": "SPRING"})));
+    let listed = store.list(ORDERS, None, 10).await.expect("list");
+    assert_eq!(listed, vec![doc]);
+    assert_eq!(store.count(ORDERS).await.expect("count"), 1);
+}
+
+async fn a_document_without_a_version_counts_as_version_one(store: Arc<dyn DocumentStore>) {
+    let id = imported_legacy(&*store, json!(2.5)).await;
+    let stale = store.update(ORDERS, &id, fields("x"), Some(2)).await.expect("update");
+    assert_eq!(stale, WriteOutcome::VersionMismatch);
+    let WriteOutcome::Done(doc) = store.update(ORDERS, &id, json!({"quantity": 3}).as_object().cloned().unwrap(), Some(1)).await.expect("update") else {
+        panic!("If-Match 1 applies to a document stored without a version");
+    };
+    assert_eq!(doc["version"], 2);
+    assert_eq!(doc["customer_name"], Value::Null, "fields not set keep their stored value");
+    assert_eq!(doc["coupon"], json!({"code": "SPRING"}));
+    assert_eq!(store.update(ORDERS, &id, fields("y"), Some(1)).await.expect("update"), WriteOutcome::VersionMismatch);
+
+    let unversioned = imported_legacy(&*store, json!(1)).await;
+    let WriteOutcome::Done(doc) = store.update(ORDERS, &unversioned, fields("z"), None).await.expect("update") else { panic!("update") };
+    assert_eq!(doc["version"], 2, "an unconditional update of version 1 gives 2");
+
+    let to_delete = imported_legacy(&*store, json!(1)).await;
+    assert_eq!(store.delete(ORDERS, &to_delete, Some(2)).await.expect("delete"), WriteOutcome::VersionMismatch);
+    assert_eq!(store.delete(ORDERS, &to_delete, Some(1)).await.expect("delete"), WriteOutcome::Done(()));
+}
+
+async fn import_is_idempotent_by_id(store: Arc<dyn DocumentStore>) {
+    let id = imported_legacy(&*store, json!("7")).await;
+    let same = json!({"_id": id, "product": "Old banner", "quantity": "7", "customer_name": null, "customer_address": "1 Main St", "coupon": {"code": "SPRING"}});
+    assert_eq!(store.import(ORDERS, same.as_object().cloned().unwrap()).await.expect("import"), ImportOutcome::Unchanged);
+    let other = json!({"_id": id, "product": "Other"});
+    assert_eq!(store.import(ORDERS, other.as_object().cloned().unwrap()).await.expect("import"), ImportOutcome::Differs);
+    assert_eq!(store.get(ORDERS, &id).await.expect("get").expect("kept")["product"], "Old banner", "never overwritten");
+    let versioned = json!({"_id": bson::oid::ObjectId::new().to_hex(), "product": "v", "version": 4});
+    store.import(ORDERS, versioned.as_object().cloned().unwrap()).await.expect("import");
+    assert_eq!(store.get(ORDERS, versioned["_id"].as_str().unwrap()).await.expect("get").expect("found")["version"], 4);
+    let foreign = json!({"_id": "legacy-1"});
+    assert!(matches!(store.import(ORDERS, foreign.as_object().cloned().unwrap()).await, Err(StoreError::Invalid(_))));
+}
+
+async fn backfill_applies_only_at_the_version_it_was_judged_at(store: Arc<dyn DocumentStore>) {
+    let id = imported_legacy(&*store, json!("7")).await;
+    let set = json!({"quantity": 7, "created_at": "2024-01-12T21:44:35.000Z"}).as_object().cloned().unwrap();
+    assert!(!store.backfill(ORDERS, &id, Some(1), set.clone(), 2).await.expect("backfill"), "judged at a version it does not have");
+    assert!(store.backfill(ORDERS, &id, None, set.clone(), 2).await.expect("backfill"));
+    let doc = store.get(ORDERS, &id).await.expect("get").expect("found");
+    assert_eq!((doc["quantity"].clone(), doc["version"].clone(), doc["customer_name"].clone()), (json!(7), json!(2), Value::Null));
+    assert!(!store.backfill(ORDERS, &id, None, set, 2).await.expect("backfill"), "a second run finds it changed");
+    assert!(!store.backfill(ORDERS, &bson::oid::ObjectId::new().to_hex(), None, Map::new(), 1).await.expect("backfill of a missing id"));
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -219,6 +285,10 @@ conformance!(
     concurrent_retries_with_one_key_create_one_document,
     concurrent_versioned_updates_apply_once,
     concurrent_writers_lose_nothing,
+    legacy_documents_are_returned_as_stored_without_a_version,
+    a_document_without_a_version_counts_as_version_one,
+    import_is_idempotent_by_id,
+    backfill_applies_only_at_the_version_it_was_judged_at,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,18 +3,7 @@
 use serde::Serialize;
 use spin_sdk::http::Response;
 
-/// A field that failed validation, and why, in words a client can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { field: field.into(), problem: problem.into() }
-    }
-}
+pub use orders_contract::FieldError;
 
 /// Every non-2xx answer of the API. Built only through the constructors
 /// below, so each status carries the headers the contract requires with it.

@@ -3,9 +3,17 @@
 //! "Parse, don't validate": a `NewOrder`, `OrderPatch` or `OrderId` can only
 //! be built from input that meets every rule of the contract, and parsing
 //! reports every bad field at once so a client fixes its request in one go.
+//! The rules themselves live in `orders-contract`, shared with the native
+//! tools that judge stored documents by them.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
+
+use orders_contract::fields::{WRITABLE_FIELDS, check_fields, truncate_for_message};
+pub use orders_contract::MAX_QUANTITY;
+/// An order as stored and served: whatever the store holds, judged by the
+/// contract (see `orders_contract::stored`).
+pub use orders_contract::StoredOrder as Order;
 
 use crate::error::{ApiError, FieldError};
 
@@ -18,67 +26,16 @@ impl OrderId {
     /// Accepts 24 hex digits in either case and keeps them lowercase, the
     /// form the store uses.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        if raw.len() == 24 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Self(raw.to_ascii_lowercase()))
-        } else {
-            Err(ApiError::bad_request(format!(
+        orders_contract::object_id::normalise(raw).map(Self).ok_or_else(|| {
+            ApiError::bad_request(format!(
                 "Malformed order id {:?}: expected 24 hexadecimal characters",
                 truncate_for_message(raw)
-            )))
-        }
+            ))
+        })
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-fn truncate_for_message(raw: &str) -> String {
-    raw.chars().take(40).collect()
-}
-
-/// The writable fields and their rules, in the order errors are reported.
-const WRITABLE_FIELDS: [(&str, FieldRule); 4] = [
-    ("product", FieldRule::Text { max_chars: 200 }),
-    ("quantity", FieldRule::Quantity),
-    ("customer_name", FieldRule::Text { max_chars: 200 }),
-    ("customer_address", FieldRule::Text { max_chars: 500 }),
-];
-
-pub const MAX_QUANTITY: i64 = 1_000_000;
-
-#[derive(Clone, Copy)]
-enum FieldRule {
-    Text { max_chars: usize },
-    Quantity,
-}
-
-impl FieldRule {
-    /// The stored form of a valid value (text trimmed), or the problem.
-    fn check(self, value: &Value) -> Result<Value, String> {
-        match self {
-            FieldRule::Text { max_chars } => {
-                let problem = format!("must be a string of 1 to {max_chars} characters");
-                let Value::String(text) = value else { return Err(problem) };
-                if text.contains('\0') {
-                    return Err("must not contain NUL characters".to_owned());
-                }
-                let trimmed = text.trim();
-                let chars = trimmed.chars().count();
-                if chars == 0 || chars > max_chars {
-                    return Err(problem);
-                }
-                Ok(Value::String(trimmed.to_owned()))
-            }
-            FieldRule::Quantity => {
-                let problem = format!("must be an integer between 1 and {MAX_QUANTITY}");
-                // serde_json keeps `5.0` as a float, so only true integers pass.
-                match value.as_i64() {
-                    Some(q) if (1..=MAX_QUANTITY).contains(&q) => Ok(Value::from(q)),
-                    _ => Err(problem),
-                }
-            }
-        }
     }
 }
 
@@ -95,34 +52,6 @@ pub fn parse_json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
             "must be a JSON object",
         )])),
     }
-}
-
-/// Checks the fields present in `input` and collects the valid ones; every
-/// unknown or invalid field becomes one entry of the returned error list.
-fn check_fields(
-    input: &Map<String, Value>,
-    require_all: bool,
-) -> (Map<String, Value>, Vec<FieldError>) {
-    let mut valid = Map::new();
-    let mut errors = Vec::new();
-    for (name, rule) in WRITABLE_FIELDS {
-        match input.get(name) {
-            Some(value) => match rule.check(value) {
-                Ok(stored) => {
-                    valid.insert(name.to_owned(), stored);
-                }
-                Err(problem) => errors.push(FieldError::new(name, problem)),
-            },
-            None if require_all => errors.push(FieldError::new(name, "is required")),
-            None => {}
-        }
-    }
-    for name in input.keys() {
-        if !WRITABLE_FIELDS.iter().any(|(known, _)| known == name) {
-            errors.push(FieldError::new(truncate_for_message(name), "is not a field of an order"));
-        }
-    }
-    (valid, errors)
 }
 
 /// A complete, valid order as a client submits it.
@@ -173,30 +102,6 @@ impl OrderPatch {
 
     pub fn fields(&self) -> &Map<String, Value> {
         &self.fields
-    }
-}
-
-/// An order as stored and returned, fields in the order the old service used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Order {
-    #[serde(rename = "_id")]
-    pub id: String,
-    pub product: String,
-    pub quantity: i64,
-    pub customer_name: String,
-    pub customer_address: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub version: i64,
-}
-
-impl Order {
-    pub fn etag(&self) -> String {
-        format!("\"{}\"", self.version)
-    }
-
-    pub fn location(&self) -> String {
-        format!("/orders/{}", self.id)
     }
 }
 

@@ -59,7 +59,7 @@ impl IfMatch {
             return self.required_version(|| None);
         }
         let current = sidecar.get_order(order_id).await?.ok_or_else(ApiError::order_not_found)?;
-        self.required_version(|| Some(current.version))
+        self.required_version(|| Some(current.version()))
     }
 
     fn required_version(&self, current: impl FnOnce() -> Option<i64>) -> Result<Option<i64>, ApiError> {

@@ -35,8 +35,6 @@ struct ManyDocs {
 #[derive(Deserialize)]
 struct SidecarError {
     error: String,
-    #[serde(default)]
-    message: String,
 }
 
 pub struct SidecarClient {
@@ -76,10 +74,12 @@ impl SidecarClient {
     pub async fn get_order(&self, order_id: &OrderId) -> Result<Option<Order>, ApiError> {
         let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
         let response = self.call(Method::Get, &path, None).await?;
-        match *response.status() {
-            404 => Ok(None),
-            _ => Ok(Some(Self::decode::<OneDoc>(response)?.doc)),
+        if *response.status() == 404 {
+            return Ok(None);
         }
+        let order = Self::decode::<OneDoc>(response)?.doc;
+        self.report_nonconforming(std::slice::from_ref(&order)).await;
+        Ok(Some(order))
     }
 
     pub async fn list_orders(&self, after: Option<&OrderId>, limit: u32) -> Result<Vec<Order>, ApiError> {
@@ -132,7 +132,9 @@ impl SidecarClient {
         let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
         let response = self.call(Method::Patch, &path, Some(body)).await?;
         Self::expect_found(&response)?;
-        Ok(Self::decode::<OneDoc>(response)?.doc)
+        let order = Self::decode::<OneDoc>(response)?.doc;
+        self.report_nonconforming(std::slice::from_ref(&order)).await;
+        Ok(order)
     }
 
     pub async fn delete_order(&self, order_id: &OrderId, if_version: Option<i64>) -> Result<(), ApiError> {
@@ -143,6 +145,26 @@ impl SidecarClient {
         let response = self.call(Method::Delete, &path, None).await?;
         Self::expect_found(&response)?;
         Self::decode::<Value>(response).map(drop)
+    }
+
+    /// Tells the sidecar which of the orders about to be served do not meet
+    /// the contract (documents the old service wrote), so that operators see
+    /// them in its log and metrics. Only ids and field names travel, never
+    /// values, and a failed report never fails the request.
+    pub async fn report_nonconforming(&self, orders: &[Order]) {
+        let documents: Vec<Value> = orders
+            .iter()
+            .filter(|order| !order.meets_contract())
+            .map(|order| {
+                let fields: Vec<String> = order.contract_problems().into_iter().map(|problem| problem.field).collect();
+                json!({ "id": order.id(), "fields": fields })
+            })
+            .collect();
+        if documents.is_empty() {
+            return;
+        }
+        let path = format!("/v1/reports/{COLLECTION}/nonconforming");
+        let _ = self.call(Method::Post, &path, Some(json!({ "documents": documents }))).await;
     }
 
     /// 404 and 412 from a write are answers for the client, not faults.
@@ -182,8 +204,10 @@ impl SidecarClient {
                 ApiError::unavailable(format!("The store gave an unreadable answer: {e}"))
             });
         }
+        // Only the code: the sidecar's message may quote its store's own
+        // error (hosts, replica-set names), which is for its log, not clients.
         let detail = serde_json::from_slice::<SidecarError>(response.body())
-            .map(|e| format!("{}: {}", e.error, e.message))
+            .map(|e| e.error)
             .unwrap_or_else(|_| format!("status {status}"));
         Err(ApiError::unavailable(format!("The store is unavailable ({detail}); retry shortly")))
     }

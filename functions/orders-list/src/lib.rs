@@ -19,9 +19,10 @@ async fn list_orders(request: Request) -> Result<Response, ApiError> {
     let mut orders = sidecar.list_orders(page.after.as_ref(), page.limit + 1).await?;
     let next = if orders.len() > page.limit as usize {
         orders.truncate(page.limit as usize);
-        orders.last().map(|order| order.id.clone())
+        orders.last().map(|order| order.id().to_owned())
     } else {
         None
     };
+    sidecar.report_nonconforming(&orders).await;
     Ok(json(200, &json!({ "orders": orders, "next": next }), &[]))
 }

@@ -90,24 +90,39 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    pub fn sidecar_config(&self, token: &str, download_secret: &str) -> Result<SidecarConfig> {
+    /// MongoDB's settings, when a URI is configured.
+    pub fn mongo_settings(&self) -> Option<MongoSettings> {
         let timeout = Duration::from_millis(self.mongo_timeout_ms);
+        self.mongo_uri.as_ref().map(|uri| MongoSettings {
+            uri: uri.clone(),
+            database: self.mongo_database.clone(),
+            max_pool_size: self.mongo_pool_size,
+            connect_timeout: timeout,
+            server_selection_timeout: timeout,
+            write_concern: self.mongo_write_concern.clone(),
+            read_preference: self.mongo_read_preference.clone(),
+            collection_names: HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
+        })
+    }
+
+    /// The prefix of every Redis key of this database's cache, queues and logs.
+    pub fn redis_namespace(&self) -> String {
+        format!("orders:{}", self.mongo_database)
+    }
+
+    /// Where the embedded store lives inside the data directory.
+    pub fn embedded_store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    pub fn sidecar_config(&self, token: &str, download_secret: &str) -> Result<SidecarConfig> {
         let bundles = self.bundles.settings(download_secret.to_owned())?;
         Ok(SidecarConfig {
             token: token.to_owned(),
-            data_dir: self.data_dir.join("store"),
-            mongo: self.mongo_uri.as_ref().map(|uri| MongoSettings {
-                uri: uri.clone(),
-                database: self.mongo_database.clone(),
-                max_pool_size: self.mongo_pool_size,
-                connect_timeout: timeout,
-                server_selection_timeout: timeout,
-                write_concern: self.mongo_write_concern.clone(),
-                read_preference: self.mongo_read_preference.clone(),
-                collection_names: HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
-            }),
+            data_dir: self.embedded_store_dir(),
+            mongo: self.mongo_settings(),
             redis_url: self.redis_url.clone(),
-            redis_namespace: format!("orders:{}", self.mongo_database),
+            redis_namespace: self.redis_namespace(),
             cache_ttl: Duration::from_secs(self.cache_ttl_secs),
             cache_max_entries: 100_000,
             store_timeout: Duration::from_millis(self.store_timeout_ms),

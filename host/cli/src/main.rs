@@ -4,8 +4,11 @@ mod bundle_options;
 mod cluster;
 mod components;
 mod config;
+mod migrate;
 mod run;
 mod seed;
+mod store_tools;
+mod transfer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +42,12 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Fill the store with N realistic fake orders through the API.
     Seed(seed::SeedArgs),
+    /// Report how the stored orders meet the contract; with --apply, write the lossless repairs.
+    Migrate(migrate::MigrateArgs),
+    /// Write the orders as JSON lines of MongoDB Extended JSON (as mongoexport does).
+    Export(transfer::ExportArgs),
+    /// Read orders from JSON lines of Extended JSON (a mongoexport file), idempotent by _id.
+    Import(transfer::ImportArgs),
 }
 
 fn main() -> Result<()> {
@@ -58,6 +67,9 @@ fn main() -> Result<()> {
             Command::Serve(args) => run::serve(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
+            Command::Export(args) => transfer::export(args).await,
+            Command::Import(args) => transfer::import(args).await,
         }
     });
     if let Err(error) = &result {

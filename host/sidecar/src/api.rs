@@ -80,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/docs/{collection}/{id}", get(get_one).patch(update).delete(delete))
         .merge(crate::api_jobs::routes())
         .merge(crate::api_events::routes())
+        .merge(crate::api_reports::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)

@@ -6,6 +6,7 @@
 pub mod api;
 mod api_events;
 mod api_jobs;
+mod api_reports;
 pub mod blobs;
 pub mod bundles;
 pub mod cache;
@@ -38,7 +39,7 @@ use crate::queue::JobQueue;
 use crate::queue::redis::RedisQueue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::store::DocumentStore;
-use crate::store::mongo::{MongoSettings, MongoStore};
+use crate::store::mongo::MongoSettings;
 use crate::store::sqlite::SqliteStore;
 
 /// Everything the sidecar needs to start, validated by the CLI.
@@ -73,19 +74,10 @@ pub struct Sidecar {
 impl Sidecar {
     pub async fn start(config: SidecarConfig, registry: Registry) -> Result<Self> {
         let metrics = SidecarMetrics::new(registry);
-        let store: Arc<dyn DocumentStore> = match &config.mongo {
-            Some(settings) => {
-                let store = MongoStore::connect(settings).await?;
-                tracing::info!(hosts = store.hosts(), database = %settings.database, "using MongoDB");
-                Arc::new(store)
-            }
-            None => {
-                let store = Arc::new(SqliteStore::open(&config.data_dir)?);
-                tracing::info!(dir = %config.data_dir.display(), "using the embedded SQLite store");
-                spawn_key_expiry(store.clone());
-                store
-            }
-        };
+        let (store, embedded) = store::open(config.mongo.as_ref(), &config.data_dir).await?;
+        if let Some(embedded) = embedded {
+            spawn_key_expiry(embedded);
+        }
         let (cache, queue, events): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>) = match &config.redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;

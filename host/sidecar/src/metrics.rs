@@ -19,6 +19,7 @@ pub struct SidecarMetrics {
     bundle_jobs: CounterVec,
     bundle_job_duration: HistogramVec,
     bundle_downloads: CounterVec,
+    nonconforming_documents: CounterVec,
 }
 
 impl SidecarMetrics {
@@ -35,6 +36,10 @@ impl SidecarMetrics {
             bundle_jobs: registry.counter("orders_bundle_jobs_total", "Bundle jobs ended, by outcome (ready, failed, interrupted, gave_up, duplicate, malformed)."),
             bundle_job_duration: registry.histogram("orders_bundle_job_duration_seconds", "Time from claiming a bundle job to its end, by outcome."),
             bundle_downloads: registry.counter("orders_bundle_downloads_total", "URLs fetched for bundles, by outcome (ok or the error code)."),
+            nonconforming_documents: registry.counter(
+                "orders_nonconforming_documents_served_total",
+                "Stored documents served that do not meet the contract (written by the old service), by collection.",
+            ),
             registry,
         }
     }
@@ -58,6 +63,10 @@ impl SidecarMetrics {
 
     pub fn bundle_download(&self, outcome: &str) {
         self.bundle_downloads.inc(&[("outcome", outcome)]);
+    }
+
+    pub fn nonconforming(&self, collection: &str, documents: u64) {
+        self.nonconforming_documents.with(&[("collection", collection)]).fetch_add(documents, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn cache(&self, result: &str) {

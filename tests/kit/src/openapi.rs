@@ -28,6 +28,16 @@ fn documented_headers(document: &Value, template: &str, method: &str, status: u1
         .unwrap_or_default()
 }
 
+/// Where `body`, answered with `status` by `method template`, breaks the
+/// document's schema for it (empty when it matches).
+pub fn schema_errors(document: &Value, template: &str, method: &str, status: u16, body: &Value) -> Vec<String> {
+    let Some(schema) = schema_for(document, template, method, status) else { return vec![format!("status {status} not documented")] };
+    match jsonschema::validator_for(&schema) {
+        Ok(validator) => validator.iter_errors(body).map(|e| e.to_string()).collect(),
+        Err(error) => vec![format!("schema does not compile: {error}")],
+    }
+}
+
 fn check_answer(c: &mut Checks, document: &Value, template: &str, method: &str, answer: &Answer) {
     let status = answer.status.as_u16();
     let name = format!("openapi {} {template} -> {status}", method.to_uppercase());

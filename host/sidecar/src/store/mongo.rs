@@ -28,8 +28,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::{Map, Value};
 
 use super::{
-    Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome,
-    is_object_id, reject_reserved_fields,
+    Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, IMPLICIT_VERSION, Idempotency, ImportOutcome, InsertOutcome, StoreError,
+    StoreResult, WriteOutcome, is_object_id, reject_reserved_fields, split_import,
 };
 
 const KEYS_COLLECTION: &str = "idempotency_keys";
@@ -250,12 +250,27 @@ fn to_json(mut document: Document) -> Doc {
     doc
 }
 
-fn version_filter(id: ObjectId, if_version: Option<i64>) -> Document {
-    let mut filter = doc! { "_id": id };
-    if let Some(version) = if_version {
-        filter.insert("version", version);
+/// The document at `if_version`, or at any version it has. Documents the old
+/// service wrote have no `version`; `$inc` would make theirs 1 where the
+/// contract says 2, so they are given their implicit 1 first (`heal_version`).
+fn versioned_filter(id: ObjectId, if_version: Option<i64>) -> Document {
+    match if_version {
+        Some(version) => doc! { "_id": id, "version": version },
+        None => doc! { "_id": id, "version": { "$exists": true } },
     }
-    filter
+}
+
+/// Every ObjectId sorts at or after this one, and nothing else does: MongoDB
+/// compares values of one BSON type at a time, so `$gte` selects the
+/// documents whose `_id` the API can name.
+const LOWEST_OBJECT_ID: [u8; 12] = [0; 12];
+
+fn json_to_bson_document(fields: &Map<String, Value>) -> StoreResult<Document> {
+    match Bson::try_from(Value::Object(fields.clone())) {
+        Ok(Bson::Document(document)) => Ok(document),
+        Ok(_) => Err(StoreError::Invalid("not a document".into())),
+        Err(error) => Err(StoreError::Invalid(error.to_string())),
+    }
 }
 
 #[async_trait]
@@ -284,7 +299,7 @@ impl DocumentStore for MongoStore {
         use futures::TryStreamExt;
         let filter = match after {
             Some(after) => doc! { "_id": { "$gt": object_id(after)? } },
-            None => doc! {},
+            None => doc! { "_id": { "$gte": ObjectId::from_bytes(LOWEST_OBJECT_ID) } },
         };
         let cursor = self
             .documents(collection)
@@ -337,32 +352,96 @@ impl DocumentStore for MongoStore {
     async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
         reject_reserved_fields(&set)?;
         let object_id = object_id(id)?;
-        let set = bson::to_document(&set).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let set = json_to_bson_document(&set)?;
         let options = FindOneAndUpdateOptions::builder().return_document(ReturnDocument::After).build();
-        let updated = self
-            .documents(collection)
-            .find_one_and_update(version_filter(object_id, if_version), doc! { "$set": set, "$inc": { "version": 1_i64 } })
-            .with_options(options)
-            .await
-            .map_err(unavailable)?;
-        match updated {
-            Some(document) => Ok(WriteOutcome::Done(to_json(document))),
-            None => self.missed(collection, object_id).await,
+        let update = doc! { "$set": set, "$inc": { "version": 1_i64 } };
+        let mut healed = false;
+        loop {
+            let updated = self
+                .documents(collection)
+                .find_one_and_update(versioned_filter(object_id, if_version), update.clone())
+                .with_options(options.clone())
+                .await
+                .map_err(unavailable)?;
+            match updated {
+                Some(document) => return Ok(WriteOutcome::Done(to_json(document))),
+                None if !healed && self.heal_version(collection, object_id, if_version).await? => healed = true,
+                None => return self.missed(collection, object_id).await,
+            }
         }
     }
 
     async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
         let object_id = object_id(id)?;
-        let result = self
-            .documents(collection)
-            .delete_one(version_filter(object_id, if_version))
-            .await
-            .map_err(unavailable)?;
-        if result.deleted_count == 1 { Ok(WriteOutcome::Done(())) } else { self.missed(collection, object_id).await }
+        let filter = match if_version {
+            Some(version) => doc! { "_id": object_id, "version": version },
+            None => doc! { "_id": object_id },
+        };
+        let mut healed = false;
+        loop {
+            let result = self.documents(collection).delete_one(filter.clone()).await.map_err(unavailable)?;
+            if result.deleted_count == 1 {
+                return Ok(WriteOutcome::Done(()));
+            }
+            if healed || !self.heal_version(collection, object_id, if_version).await? {
+                return self.missed(collection, object_id).await;
+            }
+            healed = true;
+        }
+    }
+
+    async fn count(&self, collection: &str) -> StoreResult<u64> {
+        self.documents(collection).count_documents(doc! {}).await.map_err(unavailable)
+    }
+
+    async fn import(&self, collection: &str, doc: Doc) -> StoreResult<ImportOutcome> {
+        let (id, version, fields) = split_import(doc)?;
+        let id = object_id(&id)?;
+        let mut document = doc! { "_id": id };
+        document.extend(json_to_bson_document(&fields)?);
+        if let Some(version) = version {
+            document.insert("version", version);
+        }
+        match self.documents(collection).insert_one(&document).await {
+            Ok(_) => Ok(ImportOutcome::Inserted),
+            Err(error) if is_duplicate_key(&error) => {
+                let existing = self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)?;
+                let same = existing.is_some_and(|existing| to_json(existing) == to_json(document));
+                Ok(if same { ImportOutcome::Unchanged } else { ImportOutcome::Differs })
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn backfill(&self, collection: &str, id: &str, at_version: Option<i64>, set: Map<String, Value>, version: i64) -> StoreResult<bool> {
+        reject_reserved_fields(&set)?;
+        let object_id = object_id(id)?;
+        let filter = match at_version {
+            Some(at) => doc! { "_id": object_id, "version": at },
+            None => doc! { "_id": object_id, "version": { "$exists": false } },
+        };
+        let mut set = json_to_bson_document(&set)?;
+        set.insert("version", version);
+        let result = self.documents(collection).update_one(filter, doc! { "$set": set }).await.map_err(unavailable)?;
+        Ok(result.matched_count == 1)
     }
 }
 
 impl MongoStore {
+    /// Gives a document stored without `version` its implicit version, when
+    /// the write at hand may apply to it; whether it did.
+    async fn heal_version(&self, collection: &str, id: ObjectId, if_version: Option<i64>) -> StoreResult<bool> {
+        if if_version.is_some_and(|version| version != IMPLICIT_VERSION) {
+            return Ok(false);
+        }
+        let result = self
+            .documents(collection)
+            .update_one(doc! { "_id": id, "version": { "$exists": false } }, doc! { "$set": { "version": IMPLICIT_VERSION } })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.modified_count == 1)
+    }
+
     async fn missed<T>(&self, collection: &str, id: ObjectId) -> StoreResult<WriteOutcome<T>> {
         let exists = self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)?;
         Ok(if exists.is_some() { WriteOutcome::VersionMismatch } else { WriteOutcome::NotFound })

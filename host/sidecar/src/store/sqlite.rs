@@ -14,9 +14,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome,
-    assemble, reject_reserved_fields,
+    Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, IMPLICIT_VERSION, Idempotency, ImportOutcome, InsertOutcome, StoreError,
+    StoreResult, WriteOutcome, assemble, reject_reserved_fields, split_import,
 };
+
+/// The `version` column of a document stored without a version (imported
+/// from the old service): versions start at 1, so 0 is never a real one.
+const NO_VERSION: i64 = 0;
+
+fn version_column(version: Option<i64>) -> i64 {
+    version.unwrap_or(NO_VERSION)
+}
 
 const READERS: usize = 4;
 
@@ -144,7 +152,29 @@ impl SqliteStore {
 fn row_to_doc(id: String, version: i64, fields: String) -> rusqlite::Result<Doc> {
     let fields: Map<String, Value> = serde_json::from_str(&fields)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
-    Ok(assemble(&id, version, fields))
+    Ok(assemble(&id, (version != NO_VERSION).then_some(version), fields))
+}
+
+/// The document's stored version and fields, for a read-check-write.
+fn get_fields(connection: &Connection, collection: &str, id: &str) -> StoreResult<Option<(Option<i64>, Map<String, Value>)>> {
+    let row: Option<(i64, String)> = connection
+        .prepare_cached("SELECT version, fields FROM documents WHERE collection = ?1 AND id = ?2")
+        .and_then(|mut statement| statement.query_row(params![collection, id], |row| Ok((row.get(0)?, row.get(1)?))).optional())
+        .map_err(unavailable)?;
+    let Some((version, fields)) = row else { return Ok(None) };
+    let fields = serde_json::from_str(&fields).map_err(unavailable)?;
+    Ok(Some(((version != NO_VERSION).then_some(version), fields)))
+}
+
+fn write_fields(connection: &Connection, collection: &str, id: &str, version: i64, fields: &Map<String, Value>) -> StoreResult<()> {
+    let fields_text = serde_json::to_string(fields).map_err(unavailable)?;
+    connection
+        .execute(
+            "UPDATE documents SET version = ?3, fields = ?4 WHERE collection = ?1 AND id = ?2",
+            params![collection, id, version, fields_text],
+        )
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 fn get_doc(connection: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<Doc>> {
@@ -237,7 +267,7 @@ impl DocumentStore for SqliteStore {
                     params![collection, id, fields_text],
                 )
                 .map_err(unavailable)?;
-            let doc = assemble(&id, 1, fields);
+            let doc = assemble(&id, Some(1), fields);
             if let Some(idempotency) = &idempotency {
                 let result = serde_json::to_string(&doc).map_err(unavailable)?;
                 transaction
@@ -258,25 +288,17 @@ impl DocumentStore for SqliteStore {
         let (collection, id) = (collection.to_owned(), id.to_owned());
         self.write(move |connection| {
             let transaction = connection.transaction().map_err(unavailable)?;
-            let Some(mut doc) = get_doc(&transaction, &collection, &id).map_err(unavailable)? else {
+            let Some((stored_version, mut fields)) = get_fields(&transaction, &collection, &id)? else {
                 return Ok(WriteOutcome::NotFound);
             };
-            let version = doc.get("version").and_then(Value::as_i64).unwrap_or(0);
+            let version = stored_version.unwrap_or(IMPLICIT_VERSION);
             if if_version.is_some_and(|expected| expected != version) {
                 return Ok(WriteOutcome::VersionMismatch);
             }
-            doc.remove("_id");
-            doc.remove("version");
-            doc.extend(set);
-            let fields_text = serde_json::to_string(&doc).map_err(unavailable)?;
-            transaction
-                .execute(
-                    "UPDATE documents SET version = ?3, fields = ?4 WHERE collection = ?1 AND id = ?2",
-                    params![collection, id, version + 1, fields_text],
-                )
-                .map_err(unavailable)?;
+            fields.extend(set);
+            write_fields(&transaction, &collection, &id, version + 1, &fields)?;
             transaction.commit().map_err(unavailable)?;
-            Ok(WriteOutcome::Done(assemble(&id, version + 1, doc)))
+            Ok(WriteOutcome::Done(assemble(&id, Some(version + 1), fields)))
         })
         .await
     }
@@ -286,11 +308,57 @@ impl DocumentStore for SqliteStore {
         self.write(move |connection| {
             let deleted = connection
                 .execute(
-                    "DELETE FROM documents WHERE collection = ?1 AND id = ?2 AND (?3 IS NULL OR version = ?3)",
-                    params![collection, id, if_version],
+                    "DELETE FROM documents WHERE collection = ?1 AND id = ?2
+                     AND (?3 IS NULL OR version = ?3 OR (version = ?4 AND ?3 = ?5))",
+                    params![collection, id, if_version, NO_VERSION, IMPLICIT_VERSION],
                 )
                 .map_err(unavailable)?;
             if deleted == 1 { Ok(WriteOutcome::Done(())) } else { missed(connection, &collection, &id) }
+        })
+        .await
+    }
+
+    async fn count(&self, collection: &str) -> StoreResult<u64> {
+        let collection = collection.to_owned();
+        self.read(move |connection| {
+            connection.query_row("SELECT COUNT(*) FROM documents WHERE collection = ?1", params![collection], |row| row.get(0))
+        })
+        .await
+    }
+
+    async fn import(&self, collection: &str, doc: Doc) -> StoreResult<ImportOutcome> {
+        let (id, version, fields) = split_import(doc)?;
+        let collection = collection.to_owned();
+        self.write(move |connection| {
+            let fields_text = serde_json::to_string(&fields).map_err(unavailable)?;
+            let inserted = connection
+                .execute(
+                    "INSERT INTO documents (collection, id, version, fields) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![collection, id, version_column(version), fields_text],
+                )
+                .map_err(unavailable)?;
+            if inserted == 1 {
+                return Ok(ImportOutcome::Inserted);
+            }
+            let existing = get_fields(connection, &collection, &id)?;
+            Ok(if existing == Some((version, fields)) { ImportOutcome::Unchanged } else { ImportOutcome::Differs })
+        })
+        .await
+    }
+
+    async fn backfill(&self, collection: &str, id: &str, at_version: Option<i64>, set: Map<String, Value>, version: i64) -> StoreResult<bool> {
+        reject_reserved_fields(&set)?;
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write(move |connection| {
+            let transaction = connection.transaction().map_err(unavailable)?;
+            let Some((stored_version, mut fields)) = get_fields(&transaction, &collection, &id)? else { return Ok(false) };
+            if stored_version != at_version {
+                return Ok(false);
+            }
+            fields.extend(set);
+            write_fields(&transaction, &collection, &id, version, &fields)?;
+            transaction.commit().map_err(unavailable)?;
+            Ok(true)
         })
         .await
     }
