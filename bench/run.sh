@@ -43,8 +43,10 @@ done
 if [[ -n $QUICK ]]; then LIMIT=600; else LIMIT=5400; fi
 
 mkdir -p "$CACHE/orders-bench/runs"
-# Keep the logs of the last few runs only.
-ls -1d "$CACHE"/orders-bench/runs/*/ 2>/dev/null | head -n -5 | xargs -r rm -rf
+# Keep the logs of the last few runs only. `find`, not a glob under `ls`:
+# on a machine where the harness never ran there is nothing to list, and
+# under pipefail a failing `ls` would end the script with no output.
+find "$CACHE/orders-bench/runs" -mindepth 1 -maxdepth 1 -type d | sort | head -n -5 | xargs -r rm -rf
 RUN_DIR=$(mktemp -d "$CACHE/orders-bench/runs/$(date +%Y%m%d-%H%M%S)-XXXX")
 PIDFILE=$RUN_DIR/pids
 HARNESS_PID=""
