@@ -4,6 +4,7 @@ mod bundle_options;
 mod cluster;
 mod components;
 mod config;
+mod private_files;
 mod run;
 mod seed;
 
@@ -42,6 +43,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    private_files::restrict_umask();
     let args: Vec<String> = std::env::args().collect();
     config::apply_config_file(&args)?;
     let cli = Cli::parse();
