@@ -342,7 +342,7 @@ mod queues {
         let taken = queue.claim("bundles", "busy", 1, 300).await.expect("claim");
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            queue.touch("bundles", "busy", &[taken[0].id.clone()]).await.expect("touch");
+            assert!(queue.touch("bundles", "busy", &taken[0]).await.expect("touch"));
             assert!(queue.claim("bundles", "thief", 1, 300).await.expect("claim").is_empty(), "taken from a live worker");
         }
         tokio::time::sleep(Duration::from_millis(450)).await;

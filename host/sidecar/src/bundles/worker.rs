@@ -592,7 +592,7 @@ mod tests {
         );
         let mut steady = RateFloor::new(100);
         steady.received(600);
-        assert!(steady.keeps_up(later));
+        assert!(steady.keeps_up(steady.window_start + RATE_WINDOW));
         assert_eq!(steady.window_bytes, 0, "a new window started");
         assert!(RateFloor::new(0).window_end().is_none(), "no floor");
     }
