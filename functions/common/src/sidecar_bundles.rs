@@ -41,11 +41,11 @@ fn retry_after(response: &Response) -> u32 {
     response.header("retry-after").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()).unwrap_or(10)
 }
 
-fn sidecar_message(response: &Response) -> String {
-    serde_json::from_slice::<Value>(response.body())
-        .ok()
-        .and_then(|body| body.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_default()
+/// The sidecar's `{"error", "message"}` of a failed call.
+fn sidecar_error(response: &Response) -> (String, String) {
+    let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    (text("error"), text("message"))
 }
 
 impl SidecarClient {
@@ -88,12 +88,12 @@ impl SidecarClient {
     pub async fn queue_bundle_job(&self, payload: Value, limit_key: &str) -> Result<String, ApiError> {
         let body = json!({ "payload": payload, "limit_key": limit_key });
         let response = self.call(Method::Post, &format!("/v1/streams/{STREAM}"), Some(body)).await?;
-        match *response.status() {
-            429 => Err(ApiError::too_many_requests(
-                format!("Too many of your bundles are queued or running: {}", sidecar_message(&response)),
+        match (*response.status(), sidecar_error(&response)) {
+            (429, (_, message)) => Err(ApiError::too_many_requests(
+                format!("Too many of your bundles are queued or running: {message}"),
                 retry_after(&response),
             )),
-            503 if sidecar_message(&response).contains("queued or running") => Err(ApiError::at_capacity(
+            (503, (code, _)) if code == "stream_full" => Err(ApiError::at_capacity(
                 "Too many bundles are queued or running right now; retry later",
                 retry_after(&response),
             )),

@@ -257,10 +257,14 @@ impl Fetcher {
         for address in &addresses {
             if let Some(range) = forbidden_reason(*address) {
                 tracing::warn!(target: "bundles", url = requested, hop = %url, %address, %range, "refused a fetch to a special-purpose address");
-                return Err(FetchFailure::new(
-                    "forbidden_address",
-                    format!("{what} refused: {host} is {NOT_PUBLIC}"),
-                ));
+                // A redirect's target is not the client's to know: it may
+                // name an internal host or address.
+                let message = if redirected {
+                    format!("a redirect was refused: its target is {NOT_PUBLIC}")
+                } else {
+                    format!("the URL was refused: {host} is {NOT_PUBLIC}")
+                };
+                return Err(FetchFailure::new("forbidden_address", message));
             }
         }
         Ok(&self.guarded)
