@@ -428,10 +428,7 @@ impl Pipeline {
         .await;
         loop {
             let chunk = match rate.window_end() {
-                Some(end) => match tokio::time::timeout_at(end, response.chunk()).await {
-                    Ok(chunk) => Some(chunk),
-                    Err(_) => None,
-                },
+                Some(end) => tokio::time::timeout_at(end, response.chunk()).await.ok(),
                 None => Some(response.chunk().await),
             };
             if let Some(chunk) = chunk {
@@ -520,7 +517,7 @@ impl RateFloor {
 }
 
 fn human(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{bytes} bytes")
