@@ -372,7 +372,7 @@ mod queues {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use orders_sidecar::queue::JobQueue;
+    use orders_sidecar::queue::{AppendLimits, AppendOutcome, JobQueue};
     use orders_sidecar::queue::redis::RedisQueue;
     use orders_sidecar::queue::sqlite::SqliteQueue;
     use orders_testkit::services::RedisServer;
@@ -412,13 +412,183 @@ mod queues {
         let taken = queue.claim("bundles", "busy", 1, 300).await.expect("claim");
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            queue.touch("bundles", "busy", &[taken[0].id.clone()]).await.expect("touch");
+            assert!(queue.touch("bundles", "busy", &taken[0]).await.expect("touch"));
             assert!(queue.claim("bundles", "thief", 1, 300).await.expect("claim").is_empty(), "taken from a live worker");
         }
         tokio::time::sleep(Duration::from_millis(450)).await;
         let retaken = queue.claim("bundles", "thief", 1, 300).await.expect("claim");
         assert_eq!(retaken.len(), 1, "once silent, the job moves on");
         assert_eq!(retaken[0].deliveries, 2, "touching does not count as a delivery");
+    }
+
+    async fn a_worker_whose_claim_was_taken_over_cannot_renew_it(queue: Arc<dyn JobQueue>) {
+        queue
+            .append("bundles", &json!({ "job": "contested" }))
+            .await
+            .expect("append");
+        let first = queue
+            .claim("bundles", "stalled", 1, 200)
+            .await
+            .expect("claim")
+            .remove(0);
+        assert!(
+            queue
+                .touch("bundles", "stalled", &first)
+                .await
+                .expect("touch"),
+            "the holder renews its own claim"
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let second = queue
+            .claim("bundles", "successor", 1, 200)
+            .await
+            .expect("claim")
+            .remove(0);
+        assert_eq!(
+            (second.id.as_str(), second.deliveries),
+            (first.id.as_str(), 2)
+        );
+        // The stalled worker wakes up: its heartbeat must not take the job back.
+        for _ in 0..3 {
+            assert!(
+                !queue
+                    .touch("bundles", "stalled", &first)
+                    .await
+                    .expect("touch"),
+                "renewed a claim that was taken over"
+            );
+        }
+        assert!(
+            queue
+                .touch("bundles", "successor", &second)
+                .await
+                .expect("touch")
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            queue
+                .touch("bundles", "successor", &second)
+                .await
+                .expect("touch"),
+            "the successor still holds it"
+        );
+        // Even under the successor's name, the older claim is fenced off.
+        let stale = orders_sidecar::queue::Job {
+            deliveries: 1,
+            ..second.clone()
+        };
+        assert!(
+            !queue
+                .touch("bundles", "successor", &stale)
+                .await
+                .expect("touch")
+        );
+        queue
+            .ack("bundles", std::slice::from_ref(&second.id))
+            .await
+            .expect("ack");
+        assert!(
+            !queue
+                .touch("bundles", "successor", &second)
+                .await
+                .expect("touch"),
+            "a finished job cannot be renewed"
+        );
+    }
+
+    async fn bounded_appends_hold_the_limits_overall_and_per_key(queue: Arc<dyn JobQueue>) {
+        let limits = |key| AppendLimits {
+            max_queued: 5,
+            per_key: Some((key, 2)),
+        };
+        let mut added = Vec::new();
+        for key in ["a", "a"] {
+            match queue
+                .append_within("bundles", &json!({ "key": key }), &limits(key))
+                .await
+                .expect("append")
+            {
+                AppendOutcome::Added(id) => added.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            queue
+                .append_within("bundles", &json!({}), &limits("a"))
+                .await
+                .expect("append"),
+            AppendOutcome::KeyFull
+        );
+        for key in ["b", "b", "c"] {
+            assert!(matches!(
+                queue
+                    .append_within("bundles", &json!({}), &limits(key))
+                    .await
+                    .expect("append"),
+                AppendOutcome::Added(_)
+            ));
+        }
+        assert_eq!(
+            queue
+                .append_within("bundles", &json!({}), &limits("d"))
+                .await
+                .expect("append"),
+            AppendOutcome::StreamFull
+        );
+        // A finished job (acknowledged, claimed or not) gives its key's share back.
+        let claimed = queue.claim("bundles", "w", 1, 60_000).await.expect("claim");
+        assert_eq!(claimed[0].id, added[0]);
+        queue.ack("bundles", &added).await.expect("ack");
+        assert!(matches!(
+            queue
+                .append_within("bundles", &json!({}), &limits("a"))
+                .await
+                .expect("append"),
+            AppendOutcome::Added(_)
+        ));
+        assert!(matches!(
+            queue
+                .append_within("bundles", &json!({}), &limits("a"))
+                .await
+                .expect("append"),
+            AppendOutcome::Added(_)
+        ));
+        assert_eq!(
+            queue
+                .append_within("bundles", &json!({}), &limits("a"))
+                .await
+                .expect("append"),
+            AppendOutcome::StreamFull
+        );
+        assert_eq!(queue.depth("bundles").await.expect("depth"), 5);
+        // Racing appends never overshoot.
+        let racers: Vec<_> = (0..20)
+            .map(|n| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let limits = AppendLimits {
+                        max_queued: 12,
+                        per_key: Some(("racer", 4)),
+                    };
+                    queue
+                        .append_within("bundles", &json!({ "n": n }), &limits)
+                        .await
+                        .expect("append")
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for racer in racers {
+            outcomes.push(racer.await.expect("join"));
+        }
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, AppendOutcome::Added(_)))
+                .count(),
+            4,
+            "{outcomes:?}"
+        );
     }
 
     async fn concurrent_claimers_never_share_a_job(queue: Arc<dyn JobQueue>) {
@@ -455,6 +625,8 @@ mod queues {
             jobs_are_claimed_in_order_once_and_acknowledged,
             a_job_whose_worker_died_is_claimed_again_after_min_idle,
             a_touched_job_stays_with_its_worker,
+            a_worker_whose_claim_was_taken_over_cannot_renew_it,
+            bounded_appends_hold_the_limits_overall_and_per_key,
             concurrent_claimers_never_share_a_job,
         ]
     }
@@ -468,7 +640,7 @@ mod events {
 
     use orders_sidecar::events::redis::RedisEvents;
     use orders_sidecar::events::sqlite::SqliteEvents;
-    use orders_sidecar::events::{EventLog, EventsError};
+    use orders_sidecar::events::{EventLog, EventsError, Reservation};
     use orders_testkit::services::RedisServer;
     use serde_json::json;
 
@@ -505,6 +677,102 @@ mod events {
         assert!(log.mark_once("download-y", TTL).await.expect("mark"), "marks are per key");
     }
 
+    async fn a_reserved_mark_is_spent_by_delivery_not_by_attempt(log: Arc<dyn EventLog>) {
+        let lease = Duration::from_secs(30);
+        assert_eq!(
+            log.reserve_mark("link", "first", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Granted
+        );
+        assert_eq!(
+            log.reserve_mark("link", "second", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Busy,
+            "held by another"
+        );
+        assert_eq!(
+            log.reserve_mark("link", "first", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Granted,
+            "renewed by its holder"
+        );
+        // The first attempt failed before any byte: the link is usable again.
+        assert!(log.release_mark("link", "first").await.expect("release"));
+        assert!(
+            !log.release_mark("link", "first").await.expect("release"),
+            "nothing left to release"
+        );
+        assert!(
+            !log.spend_mark("link", "first", TTL).await.expect("spend"),
+            "a released holder cannot spend"
+        );
+        assert_eq!(
+            log.reserve_mark("link", "second", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Granted
+        );
+        assert!(log.spend_mark("link", "second", TTL).await.expect("spend"));
+        assert_eq!(
+            log.reserve_mark("link", "third", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Spent
+        );
+        assert!(
+            !log.release_mark("link", "second").await.expect("release"),
+            "a spent mark is not given back"
+        );
+        assert_eq!(
+            log.reserve_mark("link", "second", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Granted,
+            "the same delivery, retried"
+        );
+        assert!(
+            !log.mark_once("link", TTL).await.expect("mark"),
+            "spent for the one-step mark too"
+        );
+        // A lease that runs out (a dead instance) frees the mark.
+        assert_eq!(
+            log.reserve_mark("short", "dies", Duration::from_secs(1))
+                .await
+                .expect("reserve"),
+            Reservation::Granted
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            log.reserve_mark("short", "next", lease)
+                .await
+                .expect("reserve"),
+            Reservation::Granted
+        );
+        assert!(
+            !log.spend_mark("short", "dies", TTL).await.expect("spend"),
+            "the dead holder lost it"
+        );
+        // Racing reservations: exactly one holder.
+        let racers: Vec<_> = (0..20)
+            .map(|n| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    log.reserve_mark("raced", &format!("h{n}"), lease)
+                        .await
+                        .expect("reserve")
+                })
+            })
+            .collect();
+        let mut granted = 0;
+        for racer in racers {
+            granted += usize::from(racer.await.expect("join") == Reservation::Granted);
+        }
+        assert_eq!(granted, 1);
+    }
+
     async fn marks_and_logs_expire(log: Arc<dyn EventLog>) {
         assert!(log.mark_once("short", Duration::from_secs(1)).await.expect("mark"));
         log.append("bundles", "brief", "queued", &json!({}), Duration::from_secs(1)).await.expect("append");
@@ -517,6 +785,11 @@ mod events {
     on_sqlite_and_redis! {
         sqlite: |dir: &std::path::Path| SqliteEvents::open(dir).expect("open"),
         redis: |connection| RedisEvents::new(connection, "test"),
-        cases: [events_are_read_in_order_after_any_id, a_mark_is_taken_once_even_by_racing_callers, marks_and_logs_expire]
+        cases: [
+            events_are_read_in_order_after_any_id,
+            a_mark_is_taken_once_even_by_racing_callers,
+            a_reserved_mark_is_spent_by_delivery_not_by_attempt,
+            marks_and_logs_expire,
+        ]
     }
 }

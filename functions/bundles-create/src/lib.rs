@@ -28,10 +28,29 @@ async fn create_bundle(request: Request) -> Result<Response, ApiError> {
     let sidecar = SidecarClient::from_request(&request)?;
     // The event first: once the job exists a worker may write the next ones.
     sidecar.append_bundle_event(&id, "queued", json!({ "urls": urls, "created_at": now_rfc3339() })).await?;
-    sidecar.queue_bundle_job(json!({ "bundle": id.as_str(), "urls": urls })).await?;
+    sidecar.queue_bundle_job(json!({ "bundle": id.as_str(), "urls": urls }), &limit_key(&request)).await?;
     let location = format!("/bundles/{}", id.as_str());
     let body = json!({ "id": id.as_str(), "status": "queued", "events": format!("{location}/events"), "state": location });
     Ok(json(202, &body, &[("location", location.clone())]))
+}
+
+/// Whom a bundle counts against while it is queued or running: the client's
+/// address. The peer's own address, except when the peer is a proxy on this
+/// machine (nginx of `orders cluster`), which names the client in
+/// `X-Forwarded-For`. (With access control, the caller's key.)
+fn limit_key(request: &Request) -> String {
+    let header = |name: &str| request.header(name).and_then(|v| v.as_str()).map(str::to_owned);
+    client_of(header("spin-client-addr").as_deref(), header("x-forwarded-for").as_deref())
+}
+
+fn client_of(peer: Option<&str>, forwarded_for: Option<&str>) -> String {
+    let peer_ip = peer.and_then(|p| p.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip());
+    let forwarded = forwarded_for.and_then(|f| f.split(',').next_back()).and_then(|f| f.trim().parse::<std::net::IpAddr>().ok());
+    let client = match (peer_ip, forwarded) {
+        (Some(peer), Some(forwarded)) if peer.is_loopback() => Some(forwarded),
+        (peer, _) => peer,
+    };
+    format!("client:{}", client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()))
 }
 
 /// The `bundle_max_urls` variable, 20 when unset or unreadable.
@@ -120,6 +139,16 @@ mod tests {
         assert_eq!(error.status, 422);
         let fields: Vec<&str> = error.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["extra", "urls[0]", "urls[1]", "urls[2]", "urls[3]", "urls[4]"]);
+    }
+
+    #[test]
+    fn bundles_count_against_the_client_not_the_local_proxy() {
+        assert_eq!(client_of(Some("203.0.113.7:5555"), None), "client:203.0.113.7");
+        assert_eq!(client_of(Some("203.0.113.7:5555"), Some("10.9.9.9")), "client:203.0.113.7", "only a local proxy is believed");
+        assert_eq!(client_of(Some("127.0.0.1:4000"), Some("198.51.100.2")), "client:198.51.100.2");
+        assert_eq!(client_of(Some("127.0.0.1:4000"), Some("1.1.1.1, 198.51.100.2")), "client:198.51.100.2", "the proxy's own entry");
+        assert_eq!(client_of(Some("127.0.0.1:4000"), Some("garbage")), "client:127.0.0.1");
+        assert_eq!(client_of(None, None), "client:unknown");
     }
 
     #[test]

@@ -85,6 +85,22 @@ impl ApiError {
         error
     }
 
+    /// The caller holds its share of a bounded resource (e.g. bundles
+    /// queued at once); it may try again after `retry_after_secs`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u32) -> Self {
+        let mut error = Self::new(429, message);
+        error.headers.push(("retry-after", retry_after_secs.to_string()));
+        error
+    }
+
+    /// Like [`ApiError::unavailable`], with a longer wait (the service is
+    /// at capacity, not briefly unreachable).
+    pub fn at_capacity(message: impl Into<String>, retry_after_secs: u32) -> Self {
+        let mut error = Self::new(503, message);
+        error.headers.push(("retry-after", retry_after_secs.to_string()));
+        error
+    }
+
     pub fn into_response(self) -> Response {
         let body = serde_json::to_vec(&ErrorBody { message: &self.message, errors: &self.errors })
             .unwrap_or_else(|_| br#"{"message":"error"}"#.to_vec());

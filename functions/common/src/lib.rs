@@ -17,3 +17,4 @@ pub mod stream;
 pub use error::{ApiError, FieldError};
 pub use order::{NewOrder, Order, OrderId, OrderPatch};
 pub use sidecar::SidecarClient;
+pub use sidecar_bundles::Reservation;

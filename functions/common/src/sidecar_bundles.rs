@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spin_sdk::http::{IncomingResponse, Method, send};
+use spin_sdk::http::{IncomingResponse, Method, Response, send};
 
 use crate::bundle::{BundleId, Event};
 use crate::error::ApiError;
@@ -20,6 +20,32 @@ struct Appended {
 #[derive(Deserialize)]
 struct Events {
     events: Vec<Event>,
+}
+
+/// The sidecar's answer to a reservation of a one-time mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reservation {
+    Granted,
+    Busy,
+    Spent,
+}
+
+#[derive(Deserialize)]
+struct Reserved {
+    reservation: Reservation,
+}
+
+/// The `Retry-After` of a sidecar answer, in seconds.
+fn retry_after(response: &Response) -> u32 {
+    response.header("retry-after").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()).unwrap_or(10)
+}
+
+/// The sidecar's `{"error", "message"}` of a failed call.
+fn sidecar_error(response: &Response) -> (String, String) {
+    let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    (text("error"), text("message"))
 }
 
 impl SidecarClient {
@@ -56,9 +82,23 @@ impl SidecarClient {
         }
     }
 
-    pub async fn queue_bundle_job(&self, payload: Value) -> Result<String, ApiError> {
-        let response = self.call(Method::Post, &format!("/v1/streams/{STREAM}"), Some(json!({ "payload": payload }))).await?;
-        Ok(Self::decode::<Appended>(response)?.id)
+    /// Queues the job, counted against `limit_key` (who asked for it): 429
+    /// when that key has its share of unfinished bundles, 503 when the
+    /// queue as a whole is full; both with the sidecar's `Retry-After`.
+    pub async fn queue_bundle_job(&self, payload: Value, limit_key: &str) -> Result<String, ApiError> {
+        let body = json!({ "payload": payload, "limit_key": limit_key });
+        let response = self.call(Method::Post, &format!("/v1/streams/{STREAM}"), Some(body)).await?;
+        match (*response.status(), sidecar_error(&response)) {
+            (429, (_, message)) => Err(ApiError::too_many_requests(
+                format!("Too many of your bundles are queued or running: {message}"),
+                retry_after(&response),
+            )),
+            (503, (code, _)) if code == "stream_full" => Err(ApiError::at_capacity(
+                "Too many bundles are queued or running right now; retry later",
+                retry_after(&response),
+            )),
+            _ => Ok(Self::decode::<Appended>(response)?.id),
+        }
     }
 
     /// Takes the mark `key` for `ttl_secs`; `false` when it was taken before.
@@ -68,6 +108,41 @@ impl SidecarClient {
             return Ok(false);
         }
         Self::decode::<Value>(response).map(|_| true)
+    }
+
+    /// Reserves the one-time mark `key` for `holder` for `lease_secs`
+    /// (asking again renews it).
+    pub async fn reserve_mark(&self, key: &str, holder: &str, lease_secs: u64) -> Result<Reservation, ApiError> {
+        let body = json!({ "holder": holder, "lease_secs": lease_secs });
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}/reserve"), Some(body)).await?;
+        Ok(Self::decode::<Reserved>(response)?.reservation)
+    }
+
+    /// Spends `holder`'s reservation of `key` for `ttl_secs`; `false` when
+    /// `holder` no longer holds it.
+    pub async fn spend_mark(&self, key: &str, holder: &str, ttl_secs: u64) -> Result<bool, ApiError> {
+        let body = json!({ "holder": holder, "ttl_secs": ttl_secs });
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}/spend"), Some(body)).await?;
+        if *response.status() == 409 {
+            return Ok(false);
+        }
+        Self::decode::<Value>(response).map(|_| true)
+    }
+
+    /// Gives back `holder`'s reservation of `key`, unspent.
+    pub async fn release_mark(&self, key: &str, holder: &str) -> Result<(), ApiError> {
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}/release"), Some(json!({ "holder": holder }))).await?;
+        Self::decode::<Value>(response).map(drop)
+    }
+
+    /// Whether the blob exists and can be opened, without reading it.
+    pub async fn blob_exists(&self, key: &str) -> Result<bool, ApiError> {
+        let response = self.call(Method::Head, &format!("/v1/blobs/{key}"), None).await?;
+        match *response.status() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(ApiError::unavailable(format!("The blob store answered {status}; retry shortly"))),
+        }
     }
 
     /// The blob's response with its body unread, for streaming; `None` when absent.

@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use orders_sidecar::bundles::address::AllowEntry;
-use orders_sidecar::bundles::{BundleSettings, FetchSettings};
+use orders_sidecar::bundles::{BundleSettings, FetchSettings, ResolveEntry};
+use orders_sidecar::queue::StreamLimits;
 
-#[derive(Debug, Clone, Args)]
+/// No `Debug`: it would print the download secret.
+#[derive(Clone, Args)]
 pub struct BundleOptions {
     /// Secret signing download links (nginx's secure_link_md5 must hold the same); kept in <data-dir>/download-secret when absent.
     #[arg(long, env = "ORDERS_DOWNLOAD_SECRET", hide_env_values = true)]
@@ -32,9 +34,37 @@ pub struct BundleOptions {
     /// Redirects followed per URL.
     #[arg(long, env = "ORDERS_FETCH_MAX_REDIRECTS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub fetch_max_redirects: u64,
-    /// HOST or HOST:PORT that may be fetched even though it is private or loopback (repeatable; env: comma-separated).
-    #[arg(long = "fetch-allow", env = "ORDERS_FETCH_ALLOW", value_delimiter = ',', value_name = "HOST[:PORT]")]
+    /// HOST or HOST:PORT that may be fetched even though it is private or loopback; without a port only the URL scheme's default port (repeatable; env: comma-separated).
+    #[arg(
+        long = "fetch-allow",
+        env = "ORDERS_FETCH_ALLOW",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
     pub fetch_allow: Vec<String>,
+    /// NAME=ADDRESS the worker resolves without DNS, like curl --resolve; the address is still checked (repeatable; env: comma-separated).
+    #[arg(
+        long = "fetch-resolve",
+        env = "ORDERS_FETCH_RESOLVE",
+        value_delimiter = ',',
+        value_name = "NAME=ADDRESS"
+    )]
+    pub fetch_resolve: Vec<String>,
+    /// A download slower than this many bytes per second over 5 s fails with too_slow (0: no floor).
+    #[arg(long, env = "ORDERS_FETCH_MIN_BYTES_PER_SEC", default_value_t = 1024)]
+    pub fetch_min_bytes_per_sec: u64,
+    /// Time allowed for one attempt of a whole bundle, in milliseconds; downloads still running then fail with bundle_deadline.
+    #[arg(long, env = "ORDERS_BUNDLE_DEADLINE_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1000..=86_400_000))]
+    pub bundle_deadline_ms: u64,
+    /// Retries of failed downloads per bundle, all its URLs together.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_RETRIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub bundle_max_retries: u32,
+    /// Bundles queued or running at once, overall; past it POST /bundles answers 503 + Retry-After.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_QUEUED", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub bundle_max_queued: u64,
+    /// Bundles queued or running at once per client; past it POST /bundles answers 429.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_QUEUED_PER_CLIENT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub bundle_max_queued_per_client: u64,
     /// Bundle jobs this process works on at once (0: run no worker here).
     #[arg(long, env = "ORDERS_BUNDLE_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub bundle_workers: u64,
@@ -54,7 +84,18 @@ impl BundleOptions {
     }
 
     pub fn settings(&self, secret: String) -> Result<BundleSettings> {
-        let allow = self.fetch_allow.iter().filter(|a| !a.trim().is_empty()).map(|a| AllowEntry::parse(a).map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
+        let allow = self
+            .fetch_allow
+            .iter()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| AllowEntry::parse(a).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?;
+        let resolve = self
+            .fetch_resolve
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| ResolveEntry::parse(r).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?;
         Ok(BundleSettings {
             secret,
             link_ttl: Duration::from_secs(self.link_ttl_secs),
@@ -65,28 +106,61 @@ impl BundleOptions {
                 max_redirects: self.fetch_max_redirects as usize,
                 connect_timeout: Duration::from_millis(self.fetch_timeout_ms.min(10_000)),
                 allow,
+                resolve,
             },
             workers: self.bundle_workers as usize,
             downloads_per_job: self.bundle_downloads as usize,
             claim_timeout: Duration::from_millis(self.bundle_claim_timeout_ms),
+            deadline: Duration::from_millis(self.bundle_deadline_ms),
+            min_bytes_per_sec: self.fetch_min_bytes_per_sec,
+            max_retries: self.bundle_max_retries,
         })
+    }
+
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            max_queued: self.bundle_max_queued,
+            max_queued_per_key: self.bundle_max_queued_per_client,
+        }
     }
 
     /// The same options as flags for child processes (the secret goes by environment).
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![
-            "--link-ttl-secs".into(), self.link_ttl_secs.to_string(),
-            "--bundle-max-file-bytes".into(), self.bundle_max_file_bytes.to_string(),
-            "--bundle-max-bytes".into(), self.bundle_max_bytes.to_string(),
-            "--bundle-max-urls".into(), self.bundle_max_urls.to_string(),
-            "--fetch-timeout-ms".into(), self.fetch_timeout_ms.to_string(),
-            "--fetch-max-redirects".into(), self.fetch_max_redirects.to_string(),
-            "--bundle-workers".into(), self.bundle_workers.to_string(),
-            "--bundle-downloads".into(), self.bundle_downloads.to_string(),
-            "--bundle-claim-timeout-ms".into(), self.bundle_claim_timeout_ms.to_string(),
+            "--link-ttl-secs".into(),
+            self.link_ttl_secs.to_string(),
+            "--bundle-max-file-bytes".into(),
+            self.bundle_max_file_bytes.to_string(),
+            "--bundle-max-bytes".into(),
+            self.bundle_max_bytes.to_string(),
+            "--bundle-max-urls".into(),
+            self.bundle_max_urls.to_string(),
+            "--fetch-timeout-ms".into(),
+            self.fetch_timeout_ms.to_string(),
+            "--fetch-max-redirects".into(),
+            self.fetch_max_redirects.to_string(),
+            "--bundle-workers".into(),
+            self.bundle_workers.to_string(),
+            "--bundle-downloads".into(),
+            self.bundle_downloads.to_string(),
+            "--bundle-claim-timeout-ms".into(),
+            self.bundle_claim_timeout_ms.to_string(),
+            "--fetch-min-bytes-per-sec".into(),
+            self.fetch_min_bytes_per_sec.to_string(),
+            "--bundle-deadline-ms".into(),
+            self.bundle_deadline_ms.to_string(),
+            "--bundle-max-retries".into(),
+            self.bundle_max_retries.to_string(),
+            "--bundle-max-queued".into(),
+            self.bundle_max_queued.to_string(),
+            "--bundle-max-queued-per-client".into(),
+            self.bundle_max_queued_per_client.to_string(),
         ];
         for allow in &self.fetch_allow {
             args.extend(["--fetch-allow".into(), allow.clone()]);
+        }
+        for resolve in &self.fetch_resolve {
+            args.extend(["--fetch-resolve".into(), resolve.clone()]);
         }
         args
     }
@@ -96,28 +170,40 @@ impl BundleOptions {
 /// random value (mode 0600) the first time.
 pub fn resolve_secret(flag: Option<&str>, data_dir: &Path) -> Result<String> {
     if let Some(secret) = flag {
-        anyhow::ensure!(secret.len() >= 16, "--download-secret / ORDERS_DOWNLOAD_SECRET must be at least 16 characters");
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "--download-secret / ORDERS_DOWNLOAD_SECRET must be at least 16 characters"
+        );
         return Ok(secret.to_owned());
     }
     let path = data_dir.join("download-secret");
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().len() >= 16 => return Ok(text.trim().to_owned()),
-        Ok(_) => anyhow::bail!("{} holds no usable secret (16+ characters); remove it to make a new one", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} holds no usable secret (16+ characters); remove it to make a new one",
+            path.display()
+        ),
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
             return Err(error).with_context(|| format!("cannot read {}", path.display()));
         }
         Err(_) => {}
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let secret = crate::run::random_token();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(&path) {
-        Ok(mut file) => std::io::Write::write_all(&mut file, secret.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?,
+        Ok(mut file) => std::io::Write::write_all(&mut file, secret.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
         // Another process made it first: use theirs.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return resolve_secret(None, data_dir),
-        Err(error) => return Err(error).with_context(|| format!("cannot create {}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return resolve_secret(None, data_dir);
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot create {}", path.display()));
+        }
     }
     Ok(secret)
 }

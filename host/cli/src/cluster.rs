@@ -16,7 +16,8 @@ use tokio::process::{Child, Command};
 use crate::config::{RunnerOptions, StoreOptions, manifest_dir};
 use crate::run::{random_token, shutdown_signal};
 
-#[derive(Debug, Args)]
+/// No `Debug`: the store options may hold passwords.
+#[derive(Args)]
 pub struct ClusterArgs {
     /// How many runner instances behind nginx.
     #[arg(long, env = "ORDERS_INSTANCES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -98,7 +99,7 @@ async fn spawn_orders(role: &'static str, args: Vec<String>, env: Vec<(String, S
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
     let data_dir = std::path::absolute(&args.store.data_dir)?;
-    std::fs::create_dir_all(&data_dir)?;
+    crate::private_files::private_data_dir(&data_dir)?;
     if !args.runner.no_build {
         crate::components::build_if_stale(&args.runner.manifest)?;
     }
@@ -163,7 +164,8 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
         .replace("{{blobs}}", &data_dir.join("store/blobs").display().to_string())
         .replace("{{user}}", &worker_user());
     let config_path = nginx_dir.join("nginx.conf");
-    std::fs::write(&config_path, config)?;
+    // It holds the download secret.
+    crate::private_files::write_private(&config_path, config.as_bytes())?;
     let nginx = Command::new(&args.nginx)
         .args(["-p", &nginx_dir.display().to_string(), "-c", &config_path.display().to_string(), "-g", "daemon off;"])
         .stdout(Stdio::null())

@@ -45,11 +45,13 @@ const KNOWN_KEYS: &[&str] = &[
     "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
     "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances", "download_secret",
     "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
-    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms",
+    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "fetch_resolve", "fetch_min_bytes_per_sec",
+    "bundle_deadline_ms", "bundle_max_retries", "bundle_max_queued", "bundle_max_queued_per_client",
 ];
 
-/// Where the stores are, shared by `up`, `sidecar` and `cluster`.
-#[derive(Debug, Clone, Args)]
+/// Where the stores are, shared by `up`, `sidecar` and `cluster`. No
+/// `Debug`: the URIs may hold passwords.
+#[derive(Clone, Args)]
 pub struct StoreOptions {
     /// Directory for the embedded store and compiled components.
     #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
@@ -129,6 +131,7 @@ impl StoreOptions {
             collections: vec!["orders".to_owned()],
             streams: vec!["bundles".to_owned()],
             events_ttl: bundles.events_ttl(),
+            stream_limits: self.bundles.stream_limits(),
             bundles: (bundles.workers > 0).then_some(bundles),
         })
     }

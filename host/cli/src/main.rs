@@ -5,6 +5,7 @@ mod cluster;
 mod components;
 mod config;
 mod migrate;
+mod private_files;
 mod run;
 mod seed;
 mod store_tools;
@@ -51,6 +52,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    private_files::restrict_umask();
     let args: Vec<String> = std::env::args().collect();
     config::apply_config_file(&args)?;
     let cli = Cli::parse();

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::StoreOptions;
 use crate::store_tools::{self, ORDERS};
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct MigrateArgs {
     /// Write the lossless repairs; without it nothing is written (a dry run).
     #[arg(long)]

@@ -19,7 +19,8 @@ use crate::config::{RunnerOptions, StoreOptions, bind};
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Args)]
+/// No `Debug` on these: they hold tokens and secrets.
+#[derive(Args)]
 pub struct UpArgs {
     /// Address of the API.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:3000")]
@@ -33,7 +34,7 @@ pub struct UpArgs {
     pub runner: RunnerOptions,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct SidecarArgs {
     /// Address of the sidecar's internal API.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:7071")]
@@ -45,7 +46,7 @@ pub struct SidecarArgs {
     pub store: StoreOptions,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address of the API.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:3000")]
@@ -130,6 +131,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::default();
     let token = random_token();
+    crate::private_files::private_data_dir(&args.store.data_dir)?;
     let secret = args.store.bundles.secret(&args.store.data_dir)?;
     let sidecar = Sidecar::start(args.store.sidecar_config(&token, &secret)?, registry.clone()).await?;
     let sidecar_listener = bind(args.sidecar_listen, "--sidecar-listen").await?;
@@ -163,6 +165,7 @@ pub async fn sidecar(args: SidecarArgs) -> Result<()> {
         anyhow::bail!("--sidecar-token / ORDERS_SIDECAR_TOKEN must be at least 16 characters");
     }
     let registry = Registry::default();
+    crate::private_files::private_data_dir(&args.store.data_dir)?;
     let secret = args.store.bundles.secret(&args.store.data_dir)?;
     let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token, &secret)?, registry).await?;
     let listener = bind(args.listen, "--listen").await?;
@@ -174,6 +177,7 @@ pub async fn sidecar(args: SidecarArgs) -> Result<()> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::default();
+    crate::private_files::private_data_dir(&args.data_dir)?;
     let secret = resolve_secret(args.download_secret.as_deref(), &args.data_dir)?;
     let variables = component_variables(&args.sidecar_url, &args.sidecar_token, &secret, args.bundle_max_urls);
     let app = load_app(&args.runner, &args.data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;

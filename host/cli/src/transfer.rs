@@ -24,7 +24,7 @@ const EXPORT_PAGE: u32 = 1000;
 /// Lines quoted in the summary per kind of problem.
 const EXAMPLES: usize = 5;
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ExportArgs {
     /// File to write (mode 0600: it holds customer data); standard output when absent.
     #[arg(long, short)]
@@ -33,7 +33,7 @@ pub struct ExportArgs {
     pub store: StoreOptions,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ImportArgs {
     /// JSON lines of Extended JSON documents, e.g. `mongoexport --collection orders` output.
     pub file: PathBuf,

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub events: Arc<dyn EventLog>,
     /// How long an event log lives past its last append.
     pub events_ttl: std::time::Duration,
+    /// How many jobs a stream may hold, overall and per limit key.
+    pub stream_limits: crate::queue::StreamLimits,
 }
 
 /// An API failure as `{"error": code, "message": …}`.
@@ -43,18 +45,45 @@ pub struct ApiFailure {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after_secs: Option<u32>,
+    /// What went wrong inside, for the log only: a backend's own error
+    /// text names hosts, replica sets and paths that callers must not see.
+    detail: Option<String>,
 }
+
+/// The inside story of a failed response, carried to [`measured`] (which
+/// logs it under the request id) in the response's extensions.
+#[derive(Clone)]
+struct FailureDetail(String);
 
 impl ApiFailure {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after_secs: None, detail: None }
+    }
+
+    /// A backend that cannot answer now: 503 + `Retry-After` with a message
+    /// that says only which part is down; `detail` goes to the log.
+    pub fn unavailable(code: &'static str, what: &str, detail: impl Into<String>) -> Self {
+        let mut failure = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("the {what} is unavailable; retry shortly"));
+        failure.detail = Some(detail.into());
+        failure
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The internal detail, for callers that log it themselves.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 }
 
 impl From<StoreError> for ApiFailure {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message),
+            StoreError::Unavailable(detail) => Self::unavailable("store_unavailable", "store", detail),
             StoreError::Invalid(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", message),
         }
     }
@@ -63,11 +92,15 @@ impl From<StoreError> for ApiFailure {
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": self.code, "message": self.message }));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            (self.status, [(header::RETRY_AFTER, "1")], body).into_response()
-        } else {
-            (self.status, body).into_response()
+        let retry_after = self.retry_after_secs.or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        let mut response = match retry_after {
+            Some(secs) => (self.status, [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
+            None => (self.status, body).into_response(),
+        };
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(FailureDetail(detail));
         }
+        response
     }
 }
 
@@ -117,7 +150,8 @@ pub async fn measured(state: &ApiState, operation: &'static str, headers: &Heade
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
     tracing::info!(target: "sidecar", request_id, operation, status, micros = started.elapsed().as_micros() as u64, "operation");
     if status >= 500 {
-        tracing::warn!(target: "sidecar", request_id, operation, status, "operation failed");
+        let detail = response.extensions().get::<FailureDetail>().map_or("", |d| d.0.as_str());
+        tracing::warn!(target: "sidecar", request_id, operation, status, detail, "operation failed");
     }
     response
 }
@@ -158,7 +192,11 @@ fn version_mismatch() -> ApiFailure {
 async fn ready(State(state): State<ApiState>) -> Response {
     match state.data.ping().await {
         Ok(()) => Json(json!({ "status": "ready", "store": state.data.store().backend(), "cache": state.data.cache_backend() })).into_response(),
-        Err(error) => ApiFailure::from(error).into_response(),
+        Err(error) => {
+            let failure = ApiFailure::from(error);
+            tracing::warn!(target: "sidecar", detail = failure.detail().unwrap_or(""), "not ready");
+            failure.into_response()
+        }
     }
 }
 
@@ -275,4 +313,27 @@ async fn delete(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_503_never_carries_the_backends_own_words() {
+        let detail = "Server selection timeout: No available servers. Topology: { Type: ReplicaSetNoPrimary, Set Name: rs-prod-7, \
+                      Servers: [ { Address: mongo-2.internal.example:27017, Type: Unknown } ] }";
+        let response = ApiFailure::from(StoreError::Unavailable(detail.to_owned())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.extensions().get::<FailureDetail>().map(|d| d.0.as_str()), Some(detail), "kept for the log");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, json!({ "error": "store_unavailable", "message": "the store is unavailable; retry shortly" }));
+        for secret in ["rs-prod-7", "mongo-2.internal", "27017", "Topology"] {
+            assert!(!body.to_string().contains(secret), "{body}");
+        }
+    }
 }

@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::blobs::valid_key;
-use crate::queue::QueueError;
+use crate::queue::{AppendLimits, AppendOutcome, QueueError};
+
+/// How long a client refused for a full queue is asked to wait.
+const FULL_RETRY_AFTER_SECS: u32 = 10;
 
 /// The largest blob the API accepts.
 pub const MAX_BLOB_BYTES: usize = 256 << 20;
@@ -22,12 +25,18 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/streams/{stream}", get(depth).post(append))
         .route("/v1/streams/{stream}/claim", post(claim))
         .route("/v1/streams/{stream}/ack", post(ack))
-        .route("/v1/blobs/{key}", get(get_blob).put(put_blob).delete(delete_blob).layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)))
+        .route(
+            "/v1/blobs/{key}",
+            get(get_blob)
+                .put(put_blob)
+                .delete(delete_blob)
+                .layer(DefaultBodyLimit::max(MAX_BLOB_BYTES)),
+        )
 }
 
 impl From<QueueError> for ApiFailure {
     fn from(error: QueueError) -> Self {
-        ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", error.0)
+        ApiFailure::unavailable("queue_unavailable", "queue", error.0)
     }
 }
 
@@ -39,25 +48,58 @@ pub(crate) fn check_key(key: &str) -> Result<(), ApiFailure> {
     if valid_key(key) {
         Ok(())
     } else {
-        Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_key", "blob keys are 1-128 of A-Z a-z 0-9 . _ -, not starting with a dot"))
+        Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+            "blob keys are 1-128 of A-Z a-z 0-9 . _ -, not starting with a dot",
+        ))
     }
 }
 
 fn io_failure(error: std::io::Error) -> ApiFailure {
-    ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "blob_store_unavailable", error.to_string())
+    ApiFailure::unavailable("blob_store_unavailable", "blob store", error.to_string())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppendBody {
     payload: Value,
+    /// Whom the job counts against (a client address, an API key): at most
+    /// `max_queued_per_key` unfinished jobs each.
+    limit_key: Option<String>,
 }
 
-async fn append(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap, body: Json<AppendBody>) -> Response {
+/// Appends within the stream's limits: 503 + `Retry-After` when the stream
+/// is full (everyone waits), 429 when the caller's key holds its share.
+async fn append(
+    State(state): State<ApiState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Json<AppendBody>,
+) -> Response {
     measured(&state, "stream_append", &headers, async {
         check_stream(&state, &stream)?;
-        let id = state.queue.append(&stream, &body.0.payload).await?;
-        Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+        let AppendBody { payload, limit_key } = body.0;
+        if limit_key.as_deref().is_some_and(|key| key.is_empty() || key.len() > 256) {
+            return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request", "limit_key must be 1-256 characters"));
+        }
+        let limits = &state.stream_limits;
+        let bounds = AppendLimits { max_queued: limits.max_queued, per_key: limit_key.as_deref().map(|key| (key, limits.max_queued_per_key)) };
+        match state.queue.append_within(&stream, &payload, &bounds).await? {
+            AppendOutcome::Added(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response()),
+            AppendOutcome::StreamFull => Err(ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stream_full",
+                format!("{} jobs are queued or running, the most allowed; retry later", limits.max_queued),
+            )
+            .retry_after(FULL_RETRY_AFTER_SECS)),
+            AppendOutcome::KeyFull => Err(ApiFailure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_for_key",
+                format!("{} of your jobs are queued or running, the most allowed at once; retry when one is done", limits.max_queued_per_key),
+            )
+            .retry_after(FULL_RETRY_AFTER_SECS)),
+        }
     })
     .await
 }
@@ -80,14 +122,30 @@ fn default_min_idle() -> u64 {
     60_000
 }
 
-async fn claim(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap, body: Json<ClaimBody>) -> Response {
+async fn claim(
+    State(state): State<ApiState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Json<ClaimBody>,
+) -> Response {
     measured(&state, "stream_claim", &headers, async {
         check_stream(&state, &stream)?;
-        let ClaimBody { consumer, count, min_idle_ms } = body.0;
+        let ClaimBody {
+            consumer,
+            count,
+            min_idle_ms,
+        } = body.0;
         if consumer.is_empty() || !(1..=100).contains(&count) {
-            return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request", "consumer must be named and count within 1..=100"));
+            return Err(ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "consumer must be named and count within 1..=100",
+            ));
         }
-        let jobs = state.queue.claim(&stream, &consumer, count, min_idle_ms).await?;
+        let jobs = state
+            .queue
+            .claim(&stream, &consumer, count, min_idle_ms)
+            .await?;
         Ok(Json(json!({ "jobs": jobs })).into_response())
     })
     .await
@@ -99,7 +157,12 @@ struct AckBody {
     ids: Vec<String>,
 }
 
-async fn ack(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap, body: Json<AckBody>) -> Response {
+async fn ack(
+    State(state): State<ApiState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Json<AckBody>,
+) -> Response {
     measured(&state, "stream_ack", &headers, async {
         check_stream(&state, &stream)?;
         let acked = state.queue.ack(&stream, &body.0.ids).await?;
@@ -108,7 +171,11 @@ async fn ack(State(state): State<ApiState>, Path(stream): Path<String>, headers:
     .await
 }
 
-async fn depth(State(state): State<ApiState>, Path(stream): Path<String>, headers: HeaderMap) -> Response {
+async fn depth(
+    State(state): State<ApiState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     measured(&state, "stream_depth", &headers, async {
         check_stream(&state, &stream)?;
         let depth = state.queue.depth(&stream).await?;
@@ -117,32 +184,56 @@ async fn depth(State(state): State<ApiState>, Path(stream): Path<String>, header
     .await
 }
 
-async fn put_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn put_blob(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     measured(&state, "blob_put", &headers, async {
         check_key(&key)?;
         state.blobs.put(&key, &body).await.map_err(io_failure)?;
-        Ok((StatusCode::CREATED, Json(json!({ "key": key, "bytes": body.len() }))).into_response())
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({ "key": key, "bytes": body.len() })),
+        )
+            .into_response())
     })
     .await
 }
 
-async fn get_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+async fn get_blob(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     measured(&state, "blob_get", &headers, async {
         check_key(&key)?;
         // Streamed from the file: bundle zips run to 100 MiB.
         match state.blobs.reader(&key).await.map_err(io_failure)? {
             Some((file, length)) => Ok((
-                [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_LENGTH, length.to_string())],
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (header::CONTENT_LENGTH, length.to_string()),
+                ],
                 axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
             )
                 .into_response()),
-            None => Err(ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no blob with this key")),
+            None => Err(ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no blob with this key",
+            )),
         }
     })
     .await
 }
 
-async fn delete_blob(State(state): State<ApiState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+async fn delete_blob(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     measured(&state, "blob_delete", &headers, async {
         check_key(&key)?;
         let deleted = state.blobs.delete(&key).await.map_err(io_failure)?;

@@ -1,8 +1,10 @@
 //! Blob storage for artefacts (bundle zips): files in one directory, written
 //! to a temporary name, synced, then renamed, so a reader never sees half a
 //! blob and an acknowledged put survives a crash. Several sidecars share
-//! blobs by sharing the directory.
+//! blobs by sharing the directory. Blobs hold customer data: the directory
+//! is 0700 and every blob 0600, whatever the process's umask.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use tokio::io::AsyncWriteExt;
@@ -17,18 +19,37 @@ pub fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 128
         && !key.starts_with('.')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl BlobStore {
     pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create blob directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create blob directory {}: {e}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            anyhow::anyhow!("cannot restrict the blob directory {}: {e}", dir.display())
+        })?;
         Ok(Self { dir })
     }
 
+    /// A new file only the owner can read.
+    async fn create_private(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .await
+    }
+
     pub async fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let partial = self.dir.join(format!(".{key}.{}.partial", std::process::id()));
-        let mut file = tokio::fs::File::create(&partial).await?;
+        let partial = self
+            .dir
+            .join(format!(".{key}.{}.partial", std::process::id()));
+        let mut file = Self::create_private(&partial).await?;
         file.write_all(bytes).await?;
         file.sync_all().await?;
         drop(file);
@@ -39,11 +60,19 @@ impl BlobStore {
     /// lives on another file system), synced like [`BlobStore::put`].
     pub async fn put_file(&self, key: &str, source: &std::path::Path) -> std::io::Result<()> {
         let target = self.dir.join(key);
-        tokio::fs::File::open(source).await?.sync_all().await?;
+        let file = tokio::fs::File::open(source).await?;
+        // Before it is visible under its key: the source may have been made
+        // under a looser umask.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .await?;
+        file.sync_all().await?;
         if tokio::fs::rename(source, &target).await.is_err() {
-            let partial = self.dir.join(format!(".{key}.{}.partial", std::process::id()));
-            tokio::fs::copy(source, &partial).await?;
-            tokio::fs::File::open(&partial).await?.sync_all().await?;
+            let partial = self
+                .dir
+                .join(format!(".{key}.{}.partial", std::process::id()));
+            let mut copy = Self::create_private(&partial).await?;
+            tokio::io::copy(&mut tokio::fs::File::open(source).await?, &mut copy).await?;
+            copy.sync_all().await?;
             tokio::fs::rename(&partial, &target).await?;
         }
         Ok(())
@@ -63,7 +92,11 @@ impl BlobStore {
 
     /// Removes blobs whose key starts with `prefix` and that were written
     /// more than `age` ago; returns how many.
-    pub async fn remove_older_than(&self, prefix: &str, age: std::time::Duration) -> std::io::Result<u64> {
+    pub async fn remove_older_than(
+        &self,
+        prefix: &str,
+        age: std::time::Duration,
+    ) -> std::io::Result<u64> {
         let mut removed = 0;
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         while let Some(entry) = entries.next_entry().await? {
@@ -110,11 +143,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blobs_are_readable_by_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        store.put("a.zip", b"customer data").await.unwrap();
+        let source = dir.path().join("made-elsewhere.zip");
+        std::fs::write(&source, b"zip").unwrap();
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o644)).unwrap();
+        store.put_file("b.zip", &source).await.unwrap();
+        let mode = |path: PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path().join("blobs")), 0o700);
+        assert_eq!(mode(dir.path().join("blobs/a.zip")), 0o600);
+        assert_eq!(mode(dir.path().join("blobs/b.zip")), 0o600);
+    }
+
+    #[tokio::test]
     async fn put_get_delete_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().to_path_buf()).unwrap();
         store.put("a.zip", b"zip bytes").await.unwrap();
-        assert_eq!(store.get("a.zip").await.unwrap().as_deref(), Some(&b"zip bytes"[..]));
+        assert_eq!(
+            store.get("a.zip").await.unwrap().as_deref(),
+            Some(&b"zip bytes"[..])
+        );
         assert!(store.delete("a.zip").await.unwrap());
         assert_eq!(store.get("a.zip").await.unwrap(), None);
     }

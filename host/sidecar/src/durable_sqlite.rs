@@ -36,6 +36,12 @@ impl DurableSqlite {
         Ok(Self { connection: Arc::new(Mutex::new(connection)) })
     }
 
+    /// Runs `work` on the calling thread, for set-up before any async use.
+    pub fn run_now<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+        let mut connection = self.connection.lock().map_err(|_| failed("lock poisoned"))?;
+        Ok(work(&mut connection)?)
+    }
+
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,

@@ -35,15 +35,16 @@ use crate::events::EventLog;
 use crate::events::redis::RedisEvents;
 use crate::events::sqlite::SqliteEvents;
 use crate::metrics::SidecarMetrics;
-use crate::queue::JobQueue;
+use crate::queue::{JobQueue, StreamLimits};
 use crate::queue::redis::RedisQueue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::store::DocumentStore;
 use crate::store::mongo::MongoSettings;
 use crate::store::sqlite::SqliteStore;
 
-/// Everything the sidecar needs to start, validated by the CLI.
-#[derive(Debug, Clone)]
+/// Everything the sidecar needs to start, validated by the CLI. `Debug`
+/// leaves the token and the store URIs out.
+#[derive(Clone)]
 pub struct SidecarConfig {
     pub token: String,
     pub data_dir: PathBuf,
@@ -60,6 +61,26 @@ pub struct SidecarConfig {
     pub bundles: Option<BundleSettings>,
     /// How long event logs live past their last append when no worker says.
     pub events_ttl: Duration,
+    /// How many jobs each stream may hold (queued and running).
+    pub stream_limits: StreamLimits,
+}
+
+impl std::fmt::Debug for SidecarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SidecarConfig")
+            .field("token", &"<redacted>")
+            .field("data_dir", &self.data_dir)
+            .field("mongo", &self.mongo.as_ref().map(|m| &m.database))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_namespace", &self.redis_namespace)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("store_timeout", &self.store_timeout)
+            .field("collections", &self.collections)
+            .field("streams", &self.streams)
+            .field("bundles", &self.bundles)
+            .field("stream_limits", &self.stream_limits)
+            .finish()
+    }
 }
 
 /// A started sidecar: its API as an axum router (served over TCP, or
@@ -111,6 +132,7 @@ impl Sidecar {
             streams: Arc::from(config.streams.clone()),
             events,
             events_ttl,
+            stream_limits: config.stream_limits,
         };
         Ok(Self { router: api::router(state), metrics, data })
     }

@@ -1,5 +1,6 @@
 //! A local HTTP file server for the bundle tests: fast files, slow ones, a
-//! 404, a redirect anywhere, one that never finishes, one that fails once.
+//! 404, a redirect anywhere, one that never finishes, one that fails once,
+//! one that always fails, one that drips a few bytes at a time.
 //! Every file's bytes follow from its name and size, so a test can check
 //! what ended up in a zip without keeping copies.
 
@@ -18,7 +19,18 @@ use bytes::Bytes;
 
 pub struct FileServer {
     pub address: SocketAddr,
+    seen: Seen,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How many times each name was asked for, by the endpoints that count.
+type Seen = Arc<Mutex<HashMap<String, u32>>>;
+
+fn count(seen: &Seen, name: &str) -> u32 {
+    let mut seen = seen.lock().unwrap();
+    let count = seen.entry(name.to_owned()).or_default();
+    *count += 1;
+    *count
 }
 
 /// The bytes of file `name` of `size` bytes.
@@ -79,34 +91,63 @@ async fn redirect(params: Params) -> Response {
 }
 
 /// 503 the first time a name is asked for, the file after.
-async fn flaky(State(seen): State<Arc<Mutex<HashMap<String, u32>>>>, Path(name): Path<String>, params: Params) -> Response {
-    let count = {
-        let mut seen = seen.lock().unwrap();
-        let count = seen.entry(name.clone()).or_default();
-        *count += 1;
-        *count
-    };
-    if count == 1 {
+async fn flaky(State(seen): State<Seen>, Path(name): Path<String>, params: Params) -> Response {
+    if count(&seen, &format!("flaky/{name}")) == 1 {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     fast(Path(name), params).await
 }
 
+/// 503, every time (each request counted).
+async fn failing(State(seen): State<Seen>, Path(name): Path<String>) -> Response {
+    count(&seen, &format!("fail/{name}"));
+    StatusCode::SERVICE_UNAVAILABLE.into_response()
+}
+
+/// A server that keeps a download alive with a trickle: `chunk` bytes
+/// every `every_ms` milliseconds of a file of `bytes`, declared up front.
+async fn drip(Path(name): Path<String>, params: Params) -> Response {
+    let bytes = Bytes::from(content(&name, size(&params)));
+    let every = Duration::from_millis(params.get("every_ms").and_then(|m| m.parse().ok()).unwrap_or(500));
+    let step: usize = params.get("chunk").and_then(|c| c.parse().ok()).unwrap_or(1);
+    let length = bytes.len();
+    let chunks = futures::stream::unfold(0usize, move |offset| {
+        let bytes = bytes.clone();
+        async move {
+            if offset >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            let end = (offset + step).min(bytes.len());
+            Some((Ok::<_, std::io::Error>(bytes.slice(offset..end)), end))
+        }
+    });
+    with_length(Body::from_stream(chunks), length)
+}
+
 impl FileServer {
     pub async fn start() -> Self {
+        let seen = Seen::default();
         let app = Router::new()
             .route("/fast/{name}", get(fast))
             .route("/slow/{name}", get(slow))
             .route("/hang", get(hang))
             .route("/redirect", get(redirect))
             .route("/flaky/{name}", get(flaky))
-            .with_state(Arc::new(Mutex::new(HashMap::new())));
+            .route("/fail/{name}", get(failing))
+            .route("/drip/{name}", get(drip))
+            .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the file server");
         let address = listener.local_addr().expect("file server address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { address, task }
+        Self { address, seen, task }
+    }
+
+    /// Requests so far to `/fail/{name}` (as `fail/{name}`) or `/flaky/{name}`.
+    pub fn hits(&self, path: &str) -> u32 {
+        self.seen.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {

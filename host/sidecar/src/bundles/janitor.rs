@@ -79,10 +79,13 @@ mod tests {
             max_file_bytes: 1,
             max_bundle_bytes: 1,
             fetch_timeout: Duration::from_secs(1),
-            fetch: FetchSettings { max_redirects: 0, connect_timeout: Duration::from_secs(1), allow: Vec::new() },
+            fetch: FetchSettings { max_redirects: 0, connect_timeout: Duration::from_secs(1), allow: Vec::new(), resolve: Vec::new() },
             workers: 0,
             downloads_per_job: 1,
             claim_timeout: Duration::from_secs(1),
+            deadline: Duration::from_secs(60),
+            min_bytes_per_sec: 0,
+            max_retries: 0,
         };
         let work_root = dir.path().join("work");
         let pipeline = Pipeline::new(

@@ -22,13 +22,14 @@ use crate::events::EventLog;
 use crate::metrics::SidecarMetrics;
 use crate::queue::JobQueue;
 
-pub use fetch::FetchSettings;
+pub use fetch::{FetchSettings, ResolveEntry};
 
 /// The job stream and the event log the pipeline uses.
 pub const STREAM: &str = "bundles";
 pub const LOG: &str = "bundles";
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves the secret out (settings are logged at start).
+#[derive(Clone)]
 pub struct BundleSettings {
     /// Signs download links; nginx's `secure_link_md5` holds the same.
     pub secret: String,
@@ -44,6 +45,33 @@ pub struct BundleSettings {
     pub downloads_per_job: usize,
     /// A claimed job not heard of for this long is handed to another worker.
     pub claim_timeout: Duration,
+    /// One attempt of a bundle, all its URLs: downloads still running then
+    /// fail with `bundle_deadline` and the zip holds what finished.
+    pub deadline: Duration,
+    /// A download slower than this over a whole window fails with
+    /// `too_slow` (0: no floor).
+    pub min_bytes_per_sec: u64,
+    /// Retries of failed downloads, for all the bundle's URLs together.
+    pub max_retries: u32,
+}
+
+impl std::fmt::Debug for BundleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleSettings")
+            .field("secret", &"<redacted>")
+            .field("link_ttl", &self.link_ttl)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("max_bundle_bytes", &self.max_bundle_bytes)
+            .field("fetch_timeout", &self.fetch_timeout)
+            .field("fetch", &self.fetch)
+            .field("workers", &self.workers)
+            .field("downloads_per_job", &self.downloads_per_job)
+            .field("claim_timeout", &self.claim_timeout)
+            .field("deadline", &self.deadline)
+            .field("min_bytes_per_sec", &self.min_bytes_per_sec)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 impl BundleSettings {
@@ -73,15 +101,31 @@ impl Pipeline {
         work_root: PathBuf,
         metrics: SidecarMetrics,
     ) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(&work_root)
-            .map_err(|e| anyhow::anyhow!("cannot create the bundle work directory {}: {e}", work_root.display()))?;
+        std::fs::create_dir_all(&work_root).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the bundle work directory {}: {e}",
+                work_root.display()
+            )
+        })?;
         let fetcher = fetch::Fetcher::new(settings.fetch.clone())?;
-        Ok(Arc::new(Self { settings, fetcher, queue, events, blobs, work_root, metrics }))
+        Ok(Arc::new(Self {
+            settings,
+            fetcher,
+            queue,
+            events,
+            blobs,
+            work_root,
+            metrics,
+        }))
     }
 
     /// Starts the workers and the janitor on the current runtime.
     pub fn spawn(self: &Arc<Self>) {
-        let prefix = format!("sidecar-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let prefix = format!(
+            "sidecar-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
         for n in 0..self.settings.workers {
             tokio::spawn(self.clone().work(format!("{prefix}-{n}")));
         }

@@ -4,6 +4,10 @@
 //! An event log is an append-only list of `(id, event, data)` per key, read
 //! from just after a given id, which is what Server-Sent Events resume with.
 //! A mark is taken at most once per key until it expires (one-time links).
+//! A mark can also be reserved first and spent later: a download reserves
+//! its link's mark before the first byte, gives it back if it fails on our
+//! side before any byte went out, and spends it once the body is delivered;
+//! while reserved, nobody else can take it.
 //!
 //! Redis holds both when it is configured (a stream per key, `SET NX`), so
 //! every sidecar sees every bundle; SQLite beside the embedded store otherwise.
@@ -42,14 +46,55 @@ pub enum EventsError {
 
 pub type EventsResult<T> = Result<T, EventsError>;
 
+/// The answer to [`EventLog::reserve_mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reservation {
+    /// The caller holds the mark now (also when it held or spent it before:
+    /// a retried request, e.g. by nginx on another instance, carries the
+    /// same holder).
+    Granted,
+    /// Another holder has reserved it and not yet spent or released it.
+    Busy,
+    /// Spent by another holder.
+    Spent,
+}
+
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends an event; the log lives `ttl` past its last append.
-    async fn append(&self, log: &str, key: &str, event: &str, data: &Value, ttl: Duration) -> EventsResult<String>;
+    async fn append(
+        &self,
+        log: &str,
+        key: &str,
+        event: &str,
+        data: &Value,
+        ttl: Duration,
+    ) -> EventsResult<String>;
     /// Up to `limit` events after `after` (from the start when `None`), oldest first.
-    async fn read(&self, log: &str, key: &str, after: Option<&str>, limit: usize) -> EventsResult<Vec<Event>>;
+    async fn read(
+        &self,
+        log: &str,
+        key: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> EventsResult<Vec<Event>>;
     /// Takes the mark `key`; `true` only for the first caller until it expires.
     async fn mark_once(&self, key: &str, ttl: Duration) -> EventsResult<bool>;
+    /// Reserves the mark `key` for `holder` for `lease` (renewed when the
+    /// holder asks again); an expired reservation is free again.
+    async fn reserve_mark(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> EventsResult<Reservation>;
+    /// Turns `holder`'s live reservation into the spent mark, kept for `ttl`;
+    /// `false` when `holder` does not hold it (its lease ran out and another
+    /// took it, or it never did).
+    async fn spend_mark(&self, key: &str, holder: &str, ttl: Duration) -> EventsResult<bool>;
+    /// Gives back `holder`'s reservation, unspent; `false` when it held none.
+    async fn release_mark(&self, key: &str, holder: &str) -> EventsResult<bool>;
     /// Drops what expired; backends whose entries expire by themselves do nothing.
     async fn remove_expired(&self) -> EventsResult<u64>;
 }

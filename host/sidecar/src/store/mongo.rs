@@ -34,8 +34,9 @@ use super::{
 
 const KEYS_COLLECTION: &str = "idempotency_keys";
 
-/// MongoDB settings, validated before connecting.
-#[derive(Debug, Clone)]
+/// MongoDB settings, validated before connecting. Its `Debug` leaves the
+/// URI out: it may carry a password.
+#[derive(Clone)]
 pub struct MongoSettings {
     pub uri: String,
     pub database: String,
@@ -47,6 +48,18 @@ pub struct MongoSettings {
     /// Physical collection names by the API's collection name, e.g.
     /// `orders` → `orders` (the old deployment's name, the default).
     pub collection_names: std::collections::HashMap<String, String>,
+}
+
+impl std::fmt::Debug for MongoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSettings")
+            .field("uri", &"<redacted>")
+            .field("database", &self.database)
+            .field("max_pool_size", &self.max_pool_size)
+            .field("write_concern", &self.write_concern)
+            .field("read_preference", &self.read_preference)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct MongoStore {
