@@ -4,6 +4,7 @@ mod bundle_options;
 mod cluster;
 mod components;
 mod config;
+mod fd_limit;
 mod run;
 mod seed;
 
