@@ -245,9 +245,23 @@ impl RunnerOptions {
     }
 }
 
+/// Connections the kernel may hold for `accept` (it caps this at
+/// net.core.somaxconn). std's default of 128 overflows when a few hundred
+/// clients connect at once: their SYNs are dropped and they wait a second
+/// or more to retry, which looks like an outage.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`, turning "address in use" into a message that says what to do.
 pub async fn bind(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.map_err(|error| match error.kind() {
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As std's TcpListener::bind does on Unix: a restart may bind while
+        // old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|error| match error.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "port {} on {} is already in use by another process (find it with `ss -ltnp 'sport = :{}'`); \
              stop it or choose another address with {flag}",
