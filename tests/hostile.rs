@@ -247,7 +247,7 @@ async fn two_thousand_slowloris_connections_do_not_stop_the_api() {
     // The product as users start it, without nginx in front; the header
     // timeout is long enough to open them all on a busy machine and run the
     // API loop before it strikes.
-    let env = vec![("ORDERS_HEADER_TIMEOUT_MS".to_owned(), "15000".to_owned())];
+    let env = vec![("ORDERS_HEADER_TIMEOUT_MS".to_owned(), "8000".to_owned())];
     let mut product = Product::up(ORDERS, &Backends { extra_env: env, ..Backends::default() }).expect("orders up");
     let api = Api::new(&product.url);
     let address: SocketAddr = product.url.trim_start_matches("http://").parse().expect("address");
@@ -328,7 +328,7 @@ async fn two_thousand_slowloris_connections_do_not_stop_the_api() {
     }
     closed_by_server.sort();
     println!(
-        "slowloris: {} of {SLOWLORIS} closed by the server's 15 s header timeout, between {:?} and {:?} after the first connect",
+        "slowloris: {} of {SLOWLORIS} closed by the server's 8 s header timeout, between {:?} and {:?} after the first connect",
         closed_by_server.len(),
         closed_by_server.first().copied().unwrap_or_default(),
         closed_by_server.last().copied().unwrap_or_default()

@@ -51,10 +51,6 @@ impl Slots {
         let permit = self.streams.clone().try_acquire_owned().ok()?;
         Some(StreamSlot::new(permit, self.open_streams.clone()))
     }
-
-    pub fn instances_in_use(&self, max_instances: u32) -> usize {
-        (max_instances as usize).saturating_sub(self.instances.available_permits())
-    }
 }
 
 #[cfg(test)]
