@@ -17,20 +17,57 @@ use spin_sdk::http_component;
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let path_and_query = request.path_with_query().unwrap_or_default();
-    let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
-    let ms = query.split('&').find_map(|pair| pair.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((&path_and_query, ""));
+    let ms = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     match path {
         "/loop" => spin(),
         "/alloc" => grow(),
         "/sleep" => {
             std::thread::sleep(Duration::from_millis(ms));
-            answer(out, "application/json", json!({ "slept_ms": ms }).to_string()).await;
+            answer(
+                out,
+                "application/json",
+                json!({ "slept_ms": ms }).to_string(),
+            )
+            .await;
         }
-        "/stream" => drip(out, "text/event-stream", b"data: tick\n\n", Duration::from_millis(ms)).await,
-        "/download" => drip(out, "application/octet-stream", &[0x5a; 4096], Duration::from_millis(ms)).await,
+        "/stream" => {
+            drip(
+                out,
+                "text/event-stream",
+                b"data: tick\n\n",
+                Duration::from_millis(ms),
+            )
+            .await
+        }
+        "/download" => {
+            drip(
+                out,
+                "application/octet-stream",
+                &[0x5a; 4096],
+                Duration::from_millis(ms),
+            )
+            .await
+        }
         _ => {
-            let full_url = request.headers().get("spin-full-url").into_iter().next().map(|v| String::from_utf8_lossy(&v).into_owned());
-            answer(out, "application/json", json!({ "ok": true, "full_url": full_url }).to_string()).await;
+            let full_url = request
+                .headers()
+                .get("spin-full-url")
+                .into_iter()
+                .next()
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            answer(
+                out,
+                "application/json",
+                json!({ "ok": true, "full_url": full_url }).to_string(),
+            )
+            .await;
         }
     }
 }
@@ -52,12 +89,16 @@ fn grow() -> ! {
 }
 
 fn response(content_type: &str) -> OutgoingResponse {
-    let headers = Fields::from_list(&[("content-type".to_owned(), content_type.as_bytes().to_vec())]).expect("valid header");
+    let headers =
+        Fields::from_list(&[("content-type".to_owned(), content_type.as_bytes().to_vec())])
+            .expect("valid header");
     OutgoingResponse::new(headers)
 }
 
 async fn answer(out: ResponseOutparam, content_type: &str, body: String) {
-    let _ = out.set_with_body(response(content_type), body.into_bytes()).await;
+    let _ = out
+        .set_with_body(response(content_type), body.into_bytes())
+        .await;
 }
 
 /// Writes `chunk` every 200 ms until `lasting` has passed or the client left.

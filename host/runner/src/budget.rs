@@ -75,7 +75,9 @@ impl InstanceBudget {
             StopReason::Memory => 2,
             StopReason::Deadline => 3,
         };
-        let _ = self.stopped.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self
+            .stopped
+            .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Arms `store` to check this budget at every epoch tick while its guest
@@ -86,19 +88,27 @@ impl InstanceBudget {
         store.epoch_deadline_callback(move |_| {
             if budget.busy_nanos.load(Ordering::Relaxed) > budget.cpu_limit_nanos {
                 budget.mark(StopReason::Cpu);
-                return Err(wasmtime::format_err!("the request ran out of its CPU budget"));
+                return Err(wasmtime::format_err!(
+                    "the request ran out of its CPU budget"
+                ));
             }
             // tokio's yield_now defers the wake until the worker has polled
             // the I/O driver: new connections and requests get in between
             // the slices of a busy guest (a plain yield would run it again
             // before the driver is looked at for dozens of slices).
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
     }
 
     /// Runs `future`, adding the time spent inside each of its polls.
     pub fn meter<F: Future>(self: &Arc<Self>, future: F) -> Metered<F> {
-        Metered { future: Box::pin(future), budget: self.clone() }
+        Metered {
+            future: Box::pin(future),
+            budget: self.clone(),
+        }
     }
 }
 
@@ -128,7 +138,12 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.budget.memory_limit {
             self.budget.mark(StopReason::Memory);
             return Ok(false);
@@ -136,7 +151,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables are bounded by the pooling allocator's slot size.
         Ok(true)
     }
@@ -149,7 +169,9 @@ mod tests {
     #[test]
     fn growth_past_the_limit_is_refused_and_recorded() {
         let budget = InstanceBudget::new(Duration::from_secs(1), 1 << 20);
-        let mut limiter = MemoryLimiter { budget: budget.clone() };
+        let mut limiter = MemoryLimiter {
+            budget: budget.clone(),
+        };
         assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
         assert_eq!(budget.stopped(), None);
         assert!(!limiter.memory_growing(1 << 20, 2 << 20, None).unwrap());
@@ -175,6 +197,10 @@ mod tests {
                 }
             })
             .await;
-        assert!(budget.busy() >= Duration::from_millis(5), "{:?}", budget.busy());
+        assert!(
+            budget.busy() >= Duration::from_millis(5),
+            "{:?}",
+            budget.busy()
+        );
     }
 }

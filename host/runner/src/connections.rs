@@ -47,13 +47,20 @@ struct Phase {
 impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            phase: Mutex::new(Phase { in_flight: 0, started: 0, waiting_since: Instant::now(), first_byte_at: None }),
+            phase: Mutex::new(Phase {
+                in_flight: 0,
+                started: 0,
+                waiting_since: Instant::now(),
+                first_byte_at: None,
+            }),
             changed: Notify::new(),
         })
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn bytes_received(&self) {
@@ -134,7 +141,10 @@ pub struct TrackedBody {
 
 impl TrackedBody {
     pub fn wrap(inner: HyperOutgoingBody, in_flight: InFlight) -> Self {
-        Self { inner, _in_flight: in_flight }
+        Self {
+            inner,
+            _in_flight: in_flight,
+        }
     }
 }
 
@@ -142,7 +152,10 @@ impl Body for TrackedBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -168,7 +181,11 @@ impl WatchedIo {
 }
 
 impl AsyncRead for WatchedIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let outcome = Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -179,7 +196,11 @@ impl AsyncRead for WatchedIo {
 }
 
 impl AsyncWrite for WatchedIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, data)
     }
 
@@ -213,7 +234,10 @@ pub struct ConnectionSlot {
 impl ConnectionSlot {
     pub fn new(permit: tokio::sync::OwnedSemaphorePermit, open: Arc<AtomicI64>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
-        Self { _permit: permit, open }
+        Self {
+            _permit: permit,
+            open,
+        }
     }
 }
 
@@ -275,7 +299,10 @@ mod tests {
         assert_eq!(activity.deadline(HEADER, IDLE), Some(idle_since + IDLE));
         tokio::time::advance(Duration::from_secs(20)).await;
         activity.bytes_received();
-        assert_eq!(activity.deadline(HEADER, IDLE), Some(Instant::now() + HEADER));
+        assert_eq!(
+            activity.deadline(HEADER, IDLE),
+            Some(Instant::now() + HEADER)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -290,6 +317,10 @@ mod tests {
     fn the_refusal_declares_its_length() {
         let text = std::str::from_utf8(REFUSED).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head} / {}", body.len());
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head} / {}",
+            body.len()
+        );
     }
 }

@@ -112,10 +112,22 @@ mod tests {
 
     #[test]
     fn streams_must_leave_slots_to_the_api() {
-        let limits = Limits { max_instances: 4, max_streams: 4, ..Limits::default() };
+        let limits = Limits {
+            max_instances: 4,
+            max_streams: 4,
+            ..Limits::default()
+        };
         let error = limits.check().unwrap_err().to_string();
         assert!(error.contains("--max-streams"), "{error}");
-        assert!(Limits { max_instances: 4, max_streams: 3, ..Limits::default() }.check().is_ok());
+        assert!(
+            Limits {
+                max_instances: 4,
+                max_streams: 3,
+                ..Limits::default()
+            }
+            .check()
+            .is_ok()
+        );
     }
 
     #[test]
@@ -126,7 +138,16 @@ mod tests {
 
     #[test]
     fn zero_durations_are_refused_by_flag_name() {
-        let limits = Limits { queue_timeout: Duration::ZERO, ..Limits::default() };
-        assert!(limits.check().unwrap_err().to_string().contains("--queue-timeout-ms"));
+        let limits = Limits {
+            queue_timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert!(
+            limits
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("--queue-timeout-ms")
+        );
     }
 }

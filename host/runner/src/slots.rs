@@ -28,7 +28,12 @@ pub struct Slots {
 }
 
 impl Slots {
-    pub fn new(max_instances: u32, max_streams: u32, queue_timeout: Duration, open_streams: Arc<AtomicI64>) -> Self {
+    pub fn new(
+        max_instances: u32,
+        max_streams: u32,
+        queue_timeout: Duration,
+        open_streams: Arc<AtomicI64>,
+    ) -> Self {
         Self {
             instances: Arc::new(Semaphore::new(max_instances as usize)),
             streams: Arc::new(Semaphore::new(max_streams as usize)),
@@ -39,7 +44,8 @@ impl Slots {
 
     /// Waits for an instance slot, up to the queue timeout.
     pub async fn instance(&self) -> Result<OwnedSemaphorePermit, SlotRefused> {
-        match tokio::time::timeout(self.queue_timeout, self.instances.clone().acquire_owned()).await {
+        match tokio::time::timeout(self.queue_timeout, self.instances.clone().acquire_owned()).await
+        {
             Err(_) => Err(SlotRefused::Busy),
             Ok(Err(_)) => Err(SlotRefused::Closed),
             Ok(Ok(permit)) => Ok(permit),

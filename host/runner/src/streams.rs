@@ -60,7 +60,11 @@ pub enum Shape {
     /// The body ended: all of it.
     Whole(Bytes),
     /// It goes on: the frames read so far, and the rest.
-    Stream { read: VecDeque<Frame<Bytes>>, rest: HyperOutgoingBody, event_stream: bool },
+    Stream {
+        read: VecDeque<Frame<Bytes>>,
+        rest: HyperOutgoingBody,
+        event_stream: bool,
+    },
 }
 
 pub fn is_event_stream<B>(response: &Response<B>) -> bool {
@@ -68,35 +72,58 @@ pub fn is_event_stream<B>(response: &Response<B>) -> bool {
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// Reads the start of `body` to tell its shape; fails if the body failed
 /// before anything was sent (the caller can still answer with an error).
 pub async fn shape_of(mut body: HyperOutgoingBody, event_stream: bool) -> Result<Shape, HttpError> {
     if event_stream {
-        return Ok(Shape::Stream { read: VecDeque::new(), rest: body, event_stream });
+        return Ok(Shape::Stream {
+            read: VecDeque::new(),
+            rest: body,
+            event_stream,
+        });
     }
     let mut read = VecDeque::new();
     let mut size = 0usize;
     let deadline = tokio::time::Instant::now() + WHOLE_GRACE;
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Ok(Shape::Stream { read, rest: body, event_stream }),
+            Err(_) => {
+                return Ok(Shape::Stream {
+                    read,
+                    rest: body,
+                    event_stream,
+                });
+            }
             Ok(None) => break,
             Ok(Some(Err(error))) => return Err(error),
             Ok(Some(Ok(frame))) => {
                 if frame.is_trailers() {
                     // Rare for a component; keep the trailers by streaming.
                     read.push_back(frame);
-                    return Ok(Shape::Stream { read, rest: body, event_stream });
+                    return Ok(Shape::Stream {
+                        read,
+                        rest: body,
+                        event_stream,
+                    });
                 }
                 if let Some(data) = frame.data_ref() {
                     size += data.len();
                 }
                 read.push_back(frame);
                 if size > WHOLE_MAX_BYTES {
-                    return Ok(Shape::Stream { read, rest: body, event_stream });
+                    return Ok(Shape::Stream {
+                        read,
+                        rest: body,
+                        event_stream,
+                    });
                 }
             }
         }
@@ -119,7 +146,10 @@ pub struct StreamSlot {
 impl StreamSlot {
     pub fn new(permit: OwnedSemaphorePermit, open: Arc<AtomicI64>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
-        Self { _permit: permit, open }
+        Self {
+            _permit: permit,
+            open,
+        }
     }
 }
 
@@ -178,7 +208,10 @@ impl Body for HeldBody {
     type Data = Bytes;
     type Error = HttpError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         if let Some(frame) = self.read.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -192,7 +225,11 @@ impl Body for HeldBody {
             // Dropping the guard stops the instance.
             self.instance = None;
             self._slot = None;
-            return Poll::Ready(if event_stream { None } else { Some(Err(HttpError::ConnectionReadTimeout)) });
+            return Poll::Ready(if event_stream {
+                None
+            } else {
+                Some(Err(HttpError::ConnectionReadTimeout))
+            });
         }
         match Pin::new(&mut self.rest).poll_frame(cx) {
             Poll::Ready(None) => {
@@ -218,7 +255,9 @@ mod tests {
     use http_body_util::Full;
 
     fn full(text: &'static str) -> HyperOutgoingBody {
-        Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed_unsync()
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync()
     }
 
     /// A body whose frames a test sends one by one.
@@ -228,7 +267,10 @@ mod tests {
         type Data = Bytes;
         type Error = HttpError;
 
-        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
             self.0.poll_recv(cx).map(|frame| frame.map(Ok))
         }
     }
@@ -248,16 +290,31 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_stream_is_a_stream_without_reading() {
-        assert!(matches!(shape_of(full("data: x\n\n"), true).await, Ok(Shape::Stream { .. })));
+        assert!(matches!(
+            shape_of(full("data: x\n\n"), true).await,
+            Ok(Shape::Stream { .. })
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_body_still_open_after_the_grace_is_a_stream_that_replays_its_start() {
         let (sender, body) = endless();
-        sender.send(Frame::data(Bytes::from_static(b"first"))).await.unwrap();
-        let Ok(Shape::Stream { read, rest, .. }) = shape_of(body, false).await else { panic!("expected a stream") };
+        sender
+            .send(Frame::data(Bytes::from_static(b"first")))
+            .await
+            .unwrap();
+        let Ok(Shape::Stream { read, rest, .. }) = shape_of(body, false).await else {
+            panic!("expected a stream")
+        };
         let task = tokio::spawn(async {});
-        let mut held = HeldBody::new(read, rest, InstanceGuard::new(task.abort_handle()), None, None, false);
+        let mut held = HeldBody::new(
+            read,
+            rest,
+            InstanceGuard::new(task.abort_handle()),
+            None,
+            None,
+            false,
+        );
         let frame = held.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"first"));
         drop(sender);
@@ -266,9 +323,15 @@ mod tests {
 
     #[test]
     fn event_streams_are_told_by_content_type() {
-        let response = Response::builder().header("content-type", "Text/Event-Stream; charset=utf-8").body(()).unwrap();
+        let response = Response::builder()
+            .header("content-type", "Text/Event-Stream; charset=utf-8")
+            .body(())
+            .unwrap();
         assert!(is_event_stream(&response));
-        let response = Response::builder().header("content-type", "application/json").body(()).unwrap();
+        let response = Response::builder()
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
         assert!(!is_event_stream(&response));
     }
 }
