@@ -34,12 +34,24 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     };
     let mut after = header(&request, "last-event-id").filter(|id| !id.is_empty());
     // The first read decides the status: an unknown bundle is a JSON 404,
-    // not an empty stream that would make the browser retry forever.
+    // not an empty stream that would make the browser retry forever, with
+    // or without `Last-Event-ID` (nothing after it may mean nothing at all).
     let first = match sidecar.bundle_events(&id, after.as_deref(), 0).await {
-        Ok(events) if events.is_empty() && after.is_none() => return send_error(out, ApiError::not_found("Bundle not found")).await,
         Ok(events) => events,
         Err(error) => return send_error(out, error).await,
     };
+    if first.is_empty() {
+        let known = match after {
+            None => false,
+            Some(_) => match sidecar.bundle_events(&id, None, 0).await {
+                Ok(events) => !events.is_empty(),
+                Err(error) => return send_error(out, error).await,
+            },
+        };
+        if !known {
+            return send_error(out, ApiError::not_found("Bundle not found")).await;
+        }
+    }
     let response = streaming_response(200, &[
         ("content-type", "text/event-stream; charset=utf-8".to_owned()),
         ("cache-control", "no-store".to_owned()),

@@ -131,17 +131,16 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
     children.push(sidecar);
 
     for index in 0..args.instances {
-        let instance_args = vec![
+        let mut instance_args = vec![
             "serve".to_owned(),
             "--listen".into(), "127.0.0.1:0".into(),
             "--sidecar-url".into(), sidecar_url.clone(),
             "--data-dir".into(), data_dir.display().to_string(),
             "--manifest".into(), manifest.display().to_string(),
-            "--max-instances".into(), args.runner.max_instances.to_string(),
-            "--max-body-bytes".into(), args.runner.max_body_bytes.to_string(),
             "--bundle-max-urls".into(), args.store.bundles.bundle_max_urls.to_string(),
             "--no-build".into(),
         ];
+        instance_args.extend(args.runner.to_args());
         let log = data_dir.join(format!("instance-{index}.log"));
         children.push(spawn_orders("instance", instance_args, secret_env.clone(), &log).await?);
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use orders_runner::Limits;
 use orders_sidecar::SidecarConfig;
 
 use crate::bundle_options::BundleOptions;
@@ -47,6 +48,8 @@ const KNOWN_KEYS: &[&str] = &[
     "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
     "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "fetch_resolve", "fetch_min_bytes_per_sec",
     "bundle_deadline_ms", "bundle_max_retries", "bundle_max_queued", "bundle_max_queued_per_client",
+    "max_streams", "queue_timeout_ms", "request_timeout_ms", "request_cpu_ms", "stream_timeout_ms",
+    "max_instance_memory_mb", "body_timeout_ms", "max_connections", "header_timeout_ms", "idle_timeout_ms",
 ];
 
 /// Where the stores are, shared by `up`, `sidecar` and `cluster`. No
@@ -180,14 +183,103 @@ pub struct RunnerOptions {
     /// Largest request body the runner reads, in bytes (the API itself limits orders to 64 KiB).
     #[arg(long, env = "ORDERS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Streaming responses (event streams, large downloads) held at once; more get 503 + Retry-After.
+    /// Must be below --max-instances; default half of it.
+    #[arg(long, env = "ORDERS_MAX_STREAMS", value_parser = clap::value_parser!(u32).range(0..=10000))]
+    pub max_streams: Option<u32>,
+    /// Longest wait for a free instance, in milliseconds; then 503 + Retry-After.
+    #[arg(long, env = "ORDERS_QUEUE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub queue_timeout_ms: u64,
+    /// Longest time a function may take to its response head, in milliseconds; then 504.
+    #[arg(long, env = "ORDERS_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub request_timeout_ms: u64,
+    /// Most time one request's code may run on a runner thread, in milliseconds; then 504.
+    #[arg(long, env = "ORDERS_REQUEST_CPU_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub request_cpu_ms: u64,
+    /// Longest life of a streaming response, in milliseconds.
+    #[arg(long, env = "ORDERS_STREAM_TIMEOUT_MS", default_value_t = 900_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub stream_timeout_ms: u64,
+    /// Largest linear memory one instance may grow, in MiB; past it the function gets 503.
+    #[arg(long, env = "ORDERS_MAX_INSTANCE_MEMORY_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_instance_memory_mb: u64,
+    /// Longest time to receive a request body, in milliseconds; then 408.
+    #[arg(long, env = "ORDERS_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub body_timeout_ms: u64,
+    /// Client connections open at once; one more gets 503 + Retry-After and is closed.
+    #[arg(long, env = "ORDERS_MAX_CONNECTIONS", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Longest time to receive a request head (from accept for the first), in milliseconds; then the connection closes.
+    #[arg(long, env = "ORDERS_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub header_timeout_ms: u64,
+    /// Longest silence of a keep-alive connection between requests, in milliseconds.
+    #[arg(long, env = "ORDERS_IDLE_TIMEOUT_MS", default_value_t = 75_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub idle_timeout_ms: u64,
     /// Do not build the components, even if they are missing or older than their sources.
     #[arg(long, env = "ORDERS_NO_BUILD")]
     pub no_build: bool,
 }
 
+impl RunnerOptions {
+    /// The runner's bounds, checked together.
+    pub fn limits(&self) -> Result<Limits> {
+        let ms = Duration::from_millis;
+        let limits = Limits {
+            max_instances: self.max_instances,
+            max_streams: self.max_streams.unwrap_or_else(|| Limits::default_streams(self.max_instances)),
+            queue_timeout: ms(self.queue_timeout_ms),
+            request_timeout: ms(self.request_timeout_ms),
+            request_cpu: ms(self.request_cpu_ms),
+            stream_timeout: ms(self.stream_timeout_ms),
+            instance_memory_bytes: (self.max_instance_memory_mb as usize) << 20,
+            max_body_bytes: self.max_body_bytes,
+            body_timeout: ms(self.body_timeout_ms),
+            max_connections: self.max_connections as usize,
+            header_timeout: ms(self.header_timeout_ms),
+            idle_timeout: ms(self.idle_timeout_ms),
+        };
+        limits.check()?;
+        Ok(limits)
+    }
+
+    /// The same options as command-line flags, for the instances of a cluster.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--max-instances".into(), self.max_instances.to_string(),
+            "--max-body-bytes".into(), self.max_body_bytes.to_string(),
+            "--queue-timeout-ms".into(), self.queue_timeout_ms.to_string(),
+            "--request-timeout-ms".into(), self.request_timeout_ms.to_string(),
+            "--request-cpu-ms".into(), self.request_cpu_ms.to_string(),
+            "--stream-timeout-ms".into(), self.stream_timeout_ms.to_string(),
+            "--max-instance-memory-mb".into(), self.max_instance_memory_mb.to_string(),
+            "--body-timeout-ms".into(), self.body_timeout_ms.to_string(),
+            "--max-connections".into(), self.max_connections.to_string(),
+            "--header-timeout-ms".into(), self.header_timeout_ms.to_string(),
+            "--idle-timeout-ms".into(), self.idle_timeout_ms.to_string(),
+        ];
+        if let Some(streams) = self.max_streams {
+            args.extend(["--max-streams".into(), streams.to_string()]);
+        }
+        args
+    }
+}
+
+/// Connections the kernel may hold for `accept` (it caps this at
+/// net.core.somaxconn). std's default of 128 overflows when a few hundred
+/// clients connect at once: their SYNs are dropped and they wait a second
+/// or more to retry, which looks like an outage.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`, turning "address in use" into a message that says what to do.
 pub async fn bind(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.map_err(|error| match error.kind() {
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As std's TcpListener::bind does on Unix: a restart may bind while
+        // old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|error| match error.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "port {} on {} is already in use by another process (find it with `ss -ltnp 'sport = :{}'`); \
              stop it or choose another address with {flag}",

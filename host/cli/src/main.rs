@@ -4,6 +4,7 @@ mod bundle_options;
 mod cluster;
 mod components;
 mod config;
+mod fd_limit;
 mod migrate;
 mod private_files;
 mod run;

@@ -15,6 +15,7 @@ use orders_telemetry::Registry;
 use crate::bundle_options::resolve_secret;
 use crate::components::build_if_stale;
 use crate::config::{RunnerOptions, StoreOptions, bind};
+use crate::fd_limit;
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -113,13 +114,14 @@ fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashM
     if !runner.no_build {
         build_if_stale(&runner.manifest)?;
     }
+    fd_limit::raise_for(runner.max_connections);
     let manifest_path = if runner.manifest.is_absolute() { runner.manifest.clone() } else { std::env::current_dir()?.join(&runner.manifest) };
     AppShared::load(
         AppConfig {
             manifest_path,
             cache_dir: data_dir.join("compiled"),
             variables,
-            max_instances: runner.max_instances,
+            limits: runner.limits()?,
             in_process,
             sidecar_authorities,
         },
@@ -144,7 +146,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         HashMap::from([(sidecar_address.to_string(), Arc::new(SidecarInProcess(sidecar.router.clone())) as Arc<dyn InProcessService>)]);
     let app = load_app(&args.runner, &args.store.data_dir, variables, in_process, RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
-    let edge = Edge::new(app, args.runner.max_body_bytes, extra);
+    let edge = Edge::new(app, extra);
 
     let address = api_listener.local_addr()?;
     println!("orders is serving on http://{address} (sidecar on {sidecar_url}, ready in {} ms)", started.elapsed().as_millis());
@@ -182,7 +184,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let variables = component_variables(&args.sidecar_url, &args.sidecar_token, &secret, args.bundle_max_urls);
     let app = load_app(&args.runner, &args.data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
-    let edge = Edge::new(app, args.runner.max_body_bytes, extra);
+    let edge = Edge::new(app, extra);
     let listener = bind(args.listen, "--listen").await?;
     println!("orders-instance listening on http://{} (ready in {} ms)", listener.local_addr()?, started.elapsed().as_millis());
     orders_runner::serve(listener, edge, shutdown_signal(), DRAIN).await;

@@ -2,7 +2,7 @@
 //! pre-instantiated, the router, and the per-request path from a routed
 //! request to a fresh instance's response.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,22 +13,27 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use tokio::sync::Semaphore;
-use wasmtime::component::{HasSelf, Linker};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpView};
 
+use crate::budget::{InstanceBudget, StopReason};
 use crate::client::{IoFuture, PooledHttpClient};
 use crate::engine::{load_component, new_engine};
 use crate::headers::set_spin_headers;
+use crate::limits::Limits;
 use crate::manifest::Manifest;
-use crate::metrics::RunnerMetrics;
+use crate::metrics::{RunnerMetrics, ShedReason};
 use crate::outbound::OutboundPolicy;
 use crate::routes::{RouteMatch, Router};
+use crate::slots::Slots;
 use crate::state::{RequestState, bindings::fermyon::spin::variables};
+use crate::streams::{HeldBody, InstanceGuard, Shape, is_event_stream, shape_of};
 use crate::variables::{AppVariables, component_variables};
 
 pub type ComponentId = usize;
@@ -47,7 +52,7 @@ pub struct AppConfig {
     /// Values the host offers for application variables; each is used only
     /// if the manifest declares a variable of that name.
     pub variables: HashMap<String, String>,
-    pub max_instances: u32,
+    pub limits: Limits,
     /// Services answered in-process, keyed by `host:port` authority.
     pub in_process: HashMap<String, Arc<dyn InProcessService>>,
     /// Authorities of the sidecar, so its calls are measured as the sidecar hop.
@@ -67,16 +72,46 @@ pub struct AppShared {
     pub(crate) components: Vec<ComponentSpec>,
     by_id: HashMap<String, ComponentId>,
     pub(crate) router: Router,
-    instance_permits: Semaphore,
+    pub limits: Limits,
+    pub(crate) slots: Slots,
     in_process: HashMap<String, Arc<dyn InProcessService>>,
     sidecar_authorities: Vec<String>,
     http_client: PooledHttpClient,
     pub metrics: RunnerMetrics,
 }
 
+/// Why a request got no response from its component.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The request cannot be given to a component as it is (400).
+    BadRequest(String),
+    /// No instance could be made: the pool is full or memory ran out (503).
+    Instantiation(anyhow::Error),
+    /// The runner stopped the instance at one of its bounds (503/504).
+    Stopped(StopReason),
+    /// A streaming response found every stream slot taken (503).
+    StreamsFull,
+    /// The component trapped, or set no response or an error code: its bug (500).
+    Failed(anyhow::Error),
+}
+
+/// How an instance's task ended.
+enum InstanceEnd {
+    Returned,
+    NotInstantiated(anyhow::Error),
+    Trapped(anyhow::Error),
+}
+
+/// What an instance's task owns. Fields drop in order: the store (and with
+/// it the pooled instance) goes before the slot that lets another request in.
+struct Lease {
+    store: Store<RequestState>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
 
 impl AppShared {
     pub fn load(config: AppConfig, metrics: RunnerMetrics) -> Result<Arc<Self>> {
+        config.limits.check()?;
         let manifest = Manifest::load(&config.manifest_path)?;
         let manifest_dir = config.manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
         // What the host offers (the sidecar's address, the link secret…)
@@ -91,7 +126,7 @@ impl AppShared {
         }
 
         // One caller and one chained callee per request slot.
-        let engine = new_engine(config.max_instances * 2)?;
+        let engine = new_engine(config.limits.max_instances * 2, config.limits.instance_memory_bytes)?;
         let linker = new_linker(&engine)?;
         let mut components = Vec::new();
         let mut by_id = HashMap::new();
@@ -122,7 +157,13 @@ impl AppShared {
             components,
             by_id,
             router,
-            instance_permits: Semaphore::new(config.max_instances as usize),
+            slots: Slots::new(
+                config.limits.max_instances,
+                config.limits.max_streams,
+                config.limits.queue_timeout,
+                metrics.open_streams.clone(),
+            ),
+            limits: config.limits,
             in_process: config.in_process,
             sidecar_authorities: config.sidecar_authorities,
             http_client: PooledHttpClient::default(),
@@ -130,12 +171,12 @@ impl AppShared {
         }))
     }
 
-    /// Waits for a slot for one incoming request. Only requests from
-    /// clients take slots: a chained call runs inside its caller's slot (the
-    /// pool holds two instances per slot), so callers waiting for their
-    /// callees can never hold every slot and deadlock.
-    pub async fn request_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        self.instance_permits.acquire().await.context("runner is shutting down")
+    /// Waits for a slot for one incoming request, up to the queue timeout.
+    /// Only requests from clients take slots: a chained call runs inside its
+    /// caller's slot (the pool holds two instances per slot), so callers
+    /// waiting for their callees can never hold every slot and deadlock.
+    pub async fn request_slot(&self) -> Result<OwnedSemaphorePermit, crate::slots::SlotRefused> {
+        self.slots.instance().await
     }
 
     pub fn component_id(&self, name: &str) -> Option<ComponentId> {
@@ -148,35 +189,129 @@ impl AppShared {
 
     /// Runs `request` on a fresh instance of `component`. The request's
     /// body must already be within the limit; its headers get Spin's.
+    /// `slot` is the client's instance slot (`None` for a chained call): it
+    /// is held until the instance is gone, and a client's streaming answer
+    /// also takes a stream slot until its body ends.
     pub async fn serve_component(
         self: &Arc<Self>,
         component: ComponentId,
         route: &RouteMatch,
         mut request: http::Request<WasiBody>,
         client_addr: SocketAddr,
-    ) -> Result<http::Response<HyperOutgoingBody>> {
-        set_spin_headers(&mut request, route, client_addr)?;
-        let mut store = Store::new(self.components[component].pre.engine(), RequestState::new(self.clone(), component));
-        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<http::Response<HyperOutgoingBody>, ServeError> {
+        set_spin_headers(&mut request, route, client_addr).map_err(|e| ServeError::BadRequest(format!("{e:#}")))?;
+        let from_client = slot.is_some();
+        let budget = InstanceBudget::new(self.limits.request_cpu, self.limits.instance_memory_bytes);
+        let mut store = Store::new(self.components[component].pre.engine(), RequestState::new(self.clone(), component, budget.clone()));
+        store.limiter(RequestState::limiter);
+        budget.arm(&mut store);
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| ServeError::BadRequest(format!("{e:#}")))?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        let outparam = store.data_mut().http().new_response_outparam(sender).map_err(|e| ServeError::Failed(anyhow!("{e:?}")))?;
 
-        let instantiation_started = Instant::now();
-        let proxy = self.components[component].pre.instantiate_async(&mut store).await?;
-        self.metrics.observe_instantiation(self.component_name(component), instantiation_started.elapsed());
-
-        let task = tokio::spawn(async move {
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await
-        });
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(anyhow!("component {} failed: {code:?}", self.component_name(component))),
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let mut task = tokio::spawn(self.clone().run_instance(component, Lease { store, _slot: slot }, incoming, outparam, budget.clone()));
+        let guard = InstanceGuard::new(task.abort_handle());
+        let head = match tokio::time::timeout_at(deadline, receiver).await {
             Err(_) => {
-                let outcome = task.await.context("component task panicked")?;
-                let detail = outcome.err().map(|e| format!("{e:?}")).unwrap_or_else(|| "no response set".into());
-                Err(anyhow!("component {} did not respond: {detail}", self.component_name(component)))
+                budget.mark(StopReason::Deadline);
+                let reason = budget.stopped().unwrap_or(StopReason::Deadline);
+                self.metrics.observe_stopped(self.component_name(component), reason);
+                return Err(ServeError::Stopped(reason));
             }
+            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Err(code))) => {
+                return Err(ServeError::Failed(anyhow!("component {} answered with error {code:?}", self.component_name(component))));
+            }
+            // No response will come: the task's end says why.
+            Ok(Err(_)) => {
+                let end = tokio::time::timeout_at(deadline, &mut task).await;
+                return Err(match end {
+                    Ok(Ok(InstanceEnd::NotInstantiated(error))) => ServeError::Instantiation(error),
+                    Ok(Ok(InstanceEnd::Trapped(error))) => match budget.stopped() {
+                        Some(reason) => ServeError::Stopped(reason),
+                        None => ServeError::Failed(error),
+                    },
+                    Ok(Ok(InstanceEnd::Returned)) => ServeError::Failed(anyhow!("component {} set no response", self.component_name(component))),
+                    Ok(Err(join)) => ServeError::Failed(anyhow!("component task failed: {join}")),
+                    Err(_) => ServeError::Failed(anyhow!("component {} dropped its response and kept running", self.component_name(component))),
+                });
+            }
+        };
+
+        let event_stream = is_event_stream(&head);
+        let (parts, body) = head.into_parts();
+        if !from_client {
+            // A chained call: its caller reads the body within its own bounds.
+            let body = HeldBody::new(VecDeque::new(), body, guard, None, None, false).boxed();
+            return Ok(http::Response::from_parts(parts, body));
         }
+        match shape_of(body, event_stream).await {
+            Ok(Shape::Whole(bytes)) => {
+                guard.release();
+                Ok(http::Response::from_parts(parts, full_body(bytes)))
+            }
+            Ok(Shape::Stream { read, rest, event_stream }) => {
+                let Some(stream_slot) = self.slots.stream() else {
+                    self.metrics.observe_shed(ShedReason::Streams);
+                    return Err(ServeError::StreamsFull);
+                };
+                let lifetime = Some(self.limits.stream_timeout);
+                let body = HeldBody::new(read, rest, guard, Some(stream_slot), lifetime, event_stream).boxed();
+                Ok(http::Response::from_parts(parts, body))
+            }
+            // Nothing was sent yet, so the client still gets a clear answer.
+            Err(error) => Err(match budget.stopped() {
+                Some(reason) => ServeError::Stopped(reason),
+                None => ServeError::Failed(anyhow!("the body of component {} failed: {error}", self.component_name(component))),
+            }),
+        }
+    }
+
+    /// The instance's task: instantiate, handle, and count a stop. Its time
+    /// on the thread is metered into the budget; it never outlives the
+    /// longest stream, whatever the component waits for.
+    async fn run_instance(
+        self: Arc<Self>,
+        component: ComponentId,
+        mut lease: Lease,
+        incoming: Resource<HostIncomingRequest>,
+        outparam: Resource<HostResponseOutparam>,
+        budget: Arc<InstanceBudget>,
+    ) -> InstanceEnd {
+        let work = async {
+            let instantiation_started = Instant::now();
+            let proxy = match self.components[component].pre.instantiate_async(&mut lease.store).await {
+                Ok(proxy) => proxy,
+                Err(error) => return InstanceEnd::NotInstantiated(anyhow!("{error:?}")),
+            };
+            self.metrics.observe_instantiation(self.component_name(component), instantiation_started.elapsed());
+            match proxy.wasi_http_incoming_handler().call_handle(&mut lease.store, incoming, outparam).await {
+                Ok(()) => InstanceEnd::Returned,
+                Err(error) => InstanceEnd::Trapped(anyhow!("{error:?}")),
+            }
+        };
+        let end = match tokio::time::timeout(self.limits.stream_timeout, budget.meter(work)).await {
+            Ok(end) => end,
+            Err(_) => {
+                budget.mark(StopReason::Deadline);
+                InstanceEnd::Trapped(anyhow!("the instance outlived the longest stream"))
+            }
+        };
+        if let InstanceEnd::Trapped(_) = &end
+            && let Some(reason) = budget.stopped()
+        {
+            self.metrics.observe_stopped(self.component_name(component), reason);
+            tracing::warn!(function = %self.component_name(component), reason = reason.label(),
+                busy_ms = budget.busy().as_millis() as u64, "instance stopped at a runner bound");
+        }
+        drop(lease);
+        end
     }
 
     /// An outgoing request of `component`: checked against its
@@ -218,9 +353,12 @@ impl AppShared {
             let mut request = request;
             request.headers_mut().remove(http::header::HOST);
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-            let response = Box::pin(self.serve_component(target, &route, request, loopback))
-                .await
-                .map_err(|e| HttpError::InternalError(Some(e.to_string())));
+            let response = Box::pin(self.serve_component(target, &route, request, loopback, None)).await.map_err(|error| match error {
+                ServeError::Instantiation(_) | ServeError::StreamsFull => HttpError::DestinationUnavailable,
+                ServeError::Stopped(reason) => HttpError::InternalError(Some(format!("stopped: {}", reason.label()))),
+                ServeError::BadRequest(message) => HttpError::InternalError(Some(message)),
+                ServeError::Failed(error) => HttpError::InternalError(Some(format!("{error:#}"))),
+            });
             return ("chained", response.map(|response| (response, done)));
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();

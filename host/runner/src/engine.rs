@@ -6,15 +6,22 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// How often the epoch advances: the granularity of the CPU budget, and the
+/// longest a running guest keeps a thread before it yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
 /// Builds the engine. `max_instances` bounds how many component instances
-/// can be alive at once (concurrent requests, chained calls included).
-pub fn new_engine(max_instances: u32) -> Result<Engine> {
+/// can be alive at once (concurrent requests, chained calls included);
+/// `max_memory` bounds each linear memory (the store's limiter refuses
+/// growth past the runner's limit first, so a guest sees `memory.grow` fail).
+pub fn new_engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     // A Rust component holds a handful of core instances, memories and
     // tables (its module plus the canonical-ABI shims).
@@ -22,10 +29,33 @@ pub fn new_engine(max_instances: u32) -> Result<Engine> {
         .total_core_instances(max_instances * 8)
         .total_memories(max_instances * 2)
         .total_tables(max_instances * 4)
-        .max_memory_size(256 << 20);
+        .max_memory_size(max_memory);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))
+    // Compiled code checks the epoch at loop heads and function entries, so
+    // a guest that never calls the host can still be stopped.
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
+    start_epoch_ticker(&engine)?;
+    Ok(engine)
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` on a thread of its own
+/// (a tokio task would stall behind the very guests it must interrupt);
+/// the thread ends when the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("cannot start the epoch ticker thread")?;
+    Ok(())
 }
 
 /// Loads a component, compiling it only if the cache has no code for these

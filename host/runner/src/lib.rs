@@ -3,17 +3,23 @@
 //! `spin up` would, with the sidecar optionally answered in-process.
 
 pub mod app;
+pub mod budget;
 pub mod client;
+pub mod connections;
 pub mod engine;
 pub mod headers;
+pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;
 pub mod server;
+pub mod slots;
 pub mod state;
+pub mod streams;
 pub mod variables;
 
 pub use app::{AppConfig, AppShared, InProcessService};
+pub use limits::Limits;
 pub use metrics::RunnerMetrics;
 pub use server::{Edge, MetricsSource, serve};

@@ -1,10 +1,39 @@
 //! The runner's own metrics: requests by component and status, latency,
-//! and the per-request instantiation time that the architecture's cost
-//! rests on.
+//! the per-request instantiation time that the architecture's cost rests
+//! on, and what its bounds did: requests shed, instances stopped, streams
+//! and connections open.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use orders_telemetry::{CounterVec, HistogramVec, Registry};
+
+use crate::budget::StopReason;
+
+/// Why a request was answered 503 before any component ran to its end.
+#[derive(Debug, Clone, Copy)]
+pub enum ShedReason {
+    /// It waited for an instance slot longer than the queue timeout.
+    Queue,
+    /// A streaming response found every stream slot taken.
+    Streams,
+    /// The process already held its maximum of connections.
+    Connections,
+    /// No instance could be made.
+    Instantiation,
+}
+
+impl ShedReason {
+    fn label(self) -> &'static str {
+        match self {
+            ShedReason::Queue => "queue",
+            ShedReason::Streams => "streams",
+            ShedReason::Connections => "connections",
+            ShedReason::Instantiation => "instantiation",
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct RunnerMetrics {
@@ -13,6 +42,12 @@ pub struct RunnerMetrics {
     duration: HistogramVec,
     instantiation: HistogramVec,
     outbound: HistogramVec,
+    shed: CounterVec,
+    stopped: CounterVec,
+    /// Streaming responses holding a stream slot now.
+    pub open_streams: Arc<AtomicI64>,
+    /// Client connections open now.
+    pub open_connections: Arc<AtomicI64>,
 }
 
 impl RunnerMetrics {
@@ -28,8 +63,23 @@ impl RunnerMetrics {
                 "orders_outbound_request_duration_seconds",
                 "Time from a component's outgoing request to the response head, by function and destination (sidecar, chained, network).",
             ),
+            shed: registry.counter("orders_requests_shed_total", "Requests answered 503 at a bound, by reason (queue, streams, connections, instantiation)."),
+            stopped: registry.counter(
+                "orders_component_stopped_total",
+                "Instances the runner stopped, by function and reason (deadline, cpu, memory).",
+            ),
+            open_streams: registry.gauge("orders_streams_open", "Streaming responses holding a stream slot.").with(&[]),
+            open_connections: registry.gauge("orders_connections_open", "Client connections open on the runner's listener.").with(&[]),
             registry,
         }
+    }
+
+    pub fn observe_shed(&self, reason: ShedReason) {
+        self.shed.inc(&[("reason", reason.label())]);
+    }
+
+    pub fn observe_stopped(&self, function: &str, reason: StopReason) {
+        self.stopped.inc(&[("function", function), ("reason", reason.label())]);
     }
 
     pub fn observe_outbound(&self, function: &str, destination: &str, elapsed: Duration) {

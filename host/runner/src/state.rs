@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::app::{AppShared, ComponentId};
+use crate::budget::{InstanceBudget, MemoryLimiter};
 use crate::client::IoFuture;
 
 pub mod bindings {
@@ -33,10 +34,11 @@ pub struct RequestState {
     table: ResourceTable,
     hooks: OutboundHooks,
     variables: Arc<HashMap<String, String>>,
+    limiter: MemoryLimiter,
 }
 
 impl RequestState {
-    pub fn new(shared: Arc<AppShared>, component: ComponentId) -> Self {
+    pub fn new(shared: Arc<AppShared>, component: ComponentId, budget: Arc<InstanceBudget>) -> Self {
         let spec = &shared.components[component];
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr().envs(&spec.environment);
@@ -46,7 +48,13 @@ impl RequestState {
             table: ResourceTable::new(),
             variables: spec.variables.clone(),
             hooks: OutboundHooks { shared, component },
+            limiter: MemoryLimiter { budget },
         }
+    }
+
+    /// The store's resource limiter (`Store::limiter`).
+    pub fn limiter(&mut self) -> &mut dyn wasmtime::ResourceLimiter {
+        &mut self.limiter
     }
 }
 
