@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use orders_sidecar::SidecarConfig;
+use orders_sidecar::auth::AuthSettings;
 
 use crate::bundle_options::BundleOptions;
 use orders_sidecar::store::mongo::MongoSettings;
@@ -45,7 +46,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
     "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances", "download_secret",
     "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
-    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms",
+    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "auth",
 ];
 
 /// Where the stores are, shared by `up`, `sidecar` and `cluster`.
@@ -90,7 +91,17 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    pub fn sidecar_config(&self, token: &str, download_secret: &str) -> Result<SidecarConfig> {
+    /// Where the API keys and the audit trail of this store are.
+    pub fn key_store(&self, data_dir: &Path) -> crate::keys::KeyStoreOptions {
+        crate::keys::KeyStoreOptions {
+            data_dir: data_dir.to_path_buf(),
+            mongo_uri: self.mongo_uri.clone(),
+            mongo_database: self.mongo_database.clone(),
+            mongo_timeout_ms: self.mongo_timeout_ms,
+        }
+    }
+
+    pub fn sidecar_config(&self, token: &str, download_secret: &str, auth: AuthSettings) -> Result<SidecarConfig> {
         let timeout = Duration::from_millis(self.mongo_timeout_ms);
         let bundles = self.bundles.settings(download_secret.to_owned())?;
         Ok(SidecarConfig {
@@ -115,6 +126,7 @@ impl StoreOptions {
             streams: vec!["bundles".to_owned()],
             events_ttl: bundles.events_ttl(),
             bundles: (bundles.workers > 0).then_some(bundles),
+            auth,
         })
     }
 

@@ -1,9 +1,12 @@
 //! `orders`: run the orders API on the project's Spin-compatible runner.
 
+mod auth_options;
 mod bundle_options;
 mod cluster;
 mod components;
 mod config;
+mod keys;
+mod private_file;
 mod run;
 mod seed;
 
@@ -39,6 +42,10 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Fill the store with N realistic fake orders through the API.
     Seed(seed::SeedArgs),
+    /// Create, list and revoke API keys (in the product's store; works while it runs).
+    Keys(keys::KeysArgs),
+    /// Print the audit trail: every accepted write and key change.
+    Audit(keys::AuditArgs),
 }
 
 fn main() -> Result<()> {
@@ -58,6 +65,8 @@ fn main() -> Result<()> {
             Command::Serve(args) => run::serve(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Keys(args) => keys::run(args).await,
+            Command::Audit(args) => keys::audit(args).await,
         }
     });
     if let Err(error) = &result {

@@ -4,6 +4,7 @@
 //! internal HTTP API.
 
 pub mod api;
+pub mod auth;
 mod api_events;
 mod api_jobs;
 pub mod blobs;
@@ -24,6 +25,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use orders_telemetry::Registry;
 
+use crate::auth::{Auth, AuthSettings};
 use crate::blobs::BlobStore;
 use crate::bundles::{BundleSettings, Pipeline};
 use crate::cache::Cache;
@@ -38,6 +40,9 @@ use crate::queue::JobQueue;
 use crate::queue::redis::RedisQueue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::store::DocumentStore;
+use crate::store::keys::KeyStore;
+use crate::store::keys::mongo::MongoKeys;
+use crate::store::keys::sqlite::SqliteKeys;
 use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::sqlite::SqliteStore;
 
@@ -59,6 +64,8 @@ pub struct SidecarConfig {
     pub bundles: Option<BundleSettings>,
     /// How long event logs live past their last append when no worker says.
     pub events_ttl: Duration,
+    /// How callers are checked (docs/adr/0010).
+    pub auth: AuthSettings,
 }
 
 /// A started sidecar: its API as an axum router (served over TCP, or
@@ -68,24 +75,31 @@ pub struct Sidecar {
     pub router: axum::Router,
     pub metrics: SidecarMetrics,
     pub data: Arc<DataService>,
+    /// API keys and the audit trail, in the same store as the documents.
+    pub keys: Arc<dyn KeyStore>,
 }
 
 impl Sidecar {
     pub async fn start(config: SidecarConfig, registry: Registry) -> Result<Self> {
         let metrics = SidecarMetrics::new(registry);
-        let store: Arc<dyn DocumentStore> = match &config.mongo {
+        let (store, keys): (Arc<dyn DocumentStore>, Arc<dyn KeyStore>) = match &config.mongo {
             Some(settings) => {
                 let store = MongoStore::connect(settings).await?;
                 tracing::info!(hosts = store.hosts(), database = %settings.database, "using MongoDB");
-                Arc::new(store)
+                let keys = MongoKeys::open(store.database().clone()).await?;
+                (Arc::new(store), Arc::new(keys))
             }
             None => {
                 let store = Arc::new(SqliteStore::open(&config.data_dir)?);
                 tracing::info!(dir = %config.data_dir.display(), "using the embedded SQLite store");
                 spawn_key_expiry(store.clone());
-                store
+                (store, Arc::new(SqliteKeys::open(&config.data_dir)?))
             }
         };
+        if !config.auth.enabled {
+            tracing::warn!("access control is OFF (--auth off): anyone who reaches the API may read, change and delete every order");
+        }
+        let auth = Arc::new(Auth::new(config.auth.clone(), keys.clone(), config.store_timeout));
         let (cache, queue, events): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>) = match &config.redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;
@@ -119,8 +133,9 @@ impl Sidecar {
             streams: Arc::from(config.streams.clone()),
             events,
             events_ttl,
+            auth,
         };
-        Ok(Self { router: api::router(state), metrics, data })
+        Ok(Self { router: api::router(state), metrics, data, keys })
     }
 }
 

@@ -9,6 +9,7 @@
 //! - update sets fields and bumps `version` in one step, optionally only
 //!   at an expected version; delete likewise.
 
+pub mod keys;
 pub mod mongo;
 pub mod sqlite;
 

@@ -1,0 +1,52 @@
+//! `--auth`, and the refusal to run without it anywhere but loopback.
+
+use std::net::SocketAddr;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use orders_sidecar::auth::AuthSettings;
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthOptions {
+    /// Access control: "on" (API keys with scopes, the default) or "off" (anyone may do anything; loopback only).
+    #[arg(long = "auth", env = "ORDERS_AUTH", default_value = "on", value_parser = ["on", "off"])]
+    pub auth: String,
+}
+
+impl AuthOptions {
+    pub fn enabled(&self) -> bool {
+        self.auth == "on"
+    }
+
+    /// The sidecar's settings; `off` only when `listen` (where clients reach
+    /// the product) is a loopback address, so nobody else can use the hole.
+    pub fn settings(&self, listen: SocketAddr, flag: &str) -> Result<AuthSettings> {
+        if !self.enabled() {
+            if !listen.ip().is_loopback() {
+                bail!("--auth off is refused because {flag} {listen} is not a loopback address: anyone who can reach it could read and delete every order; keep --auth on and create keys with `orders keys create`");
+            }
+            eprintln!("warning: --auth off: access control is disabled; anyone who can reach {listen} may read, change and delete every order");
+        }
+        Ok(AuthSettings { enabled: self.enabled() })
+    }
+
+    pub fn to_args(&self) -> Vec<String> {
+        vec!["--auth".into(), self.auth.clone()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_is_refused_off_loopback() {
+        let off = AuthOptions { auth: "off".into() };
+        assert!(off.settings("0.0.0.0:3000".parse().unwrap(), "--listen").is_err());
+        assert!(off.settings("192.168.1.5:3000".parse().unwrap(), "--listen").is_err());
+        assert!(!off.settings("127.0.0.1:3000".parse().unwrap(), "--listen").unwrap().enabled);
+        assert!(!off.settings("[::1]:3000".parse().unwrap(), "--listen").unwrap().enabled);
+        let on = AuthOptions { auth: "on".into() };
+        assert!(on.settings("0.0.0.0:3000".parse().unwrap(), "--listen").unwrap().enabled);
+    }
+}

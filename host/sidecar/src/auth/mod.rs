@@ -1,0 +1,42 @@
+//! Access control, checked in the sidecar (docs/adr/0010): components forward
+//! the caller's credential and the scope their operation needs with every
+//! sidecar call; the check runs before the operation, refusals go back as
+//! 401/403/429 for the component to pass through, and accepted writes are
+//! recorded in the audit trail.
+
+pub mod api_key;
+pub mod clock;
+pub mod http;
+pub mod verifier;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::keys::KeyStore;
+use verifier::Verifier;
+
+/// How the sidecar checks callers; validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `false` only with `--auth off`: every call is let through (and audited as `anonymous`).
+    pub enabled: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Everything the check needs at run time, built once at start.
+pub struct Auth {
+    pub settings: AuthSettings,
+    pub keys: Arc<dyn KeyStore>,
+    pub verifier: Verifier,
+}
+
+impl Auth {
+    pub fn new(settings: AuthSettings, keys: Arc<dyn KeyStore>, timeout: Duration) -> Self {
+        Self { settings, verifier: Verifier::new(keys.clone(), timeout), keys }
+    }
+}

@@ -1,0 +1,150 @@
+//! Checks a caller's credential against the scope an operation needs.
+//!
+//! Keys are looked up by hash and remembered for [`KEY_CACHE_TTL`], found or
+//! not, so a request costs no store round trip of its own while a key is
+//! warm, and a key revoked by `orders keys revoke` (on any machine sharing the
+//! store) is refused by every sidecar within that bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orders_access::{Refusal, Scope};
+
+use super::api_key::{hash_key, looks_like_key};
+use super::clock::now_ms;
+use crate::store::keys::{KeyRecord, KeyStore};
+use crate::store::StoreError;
+
+/// How long a lookup is trusted; a revoked key is refused everywhere within it.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Remembered lookups at most; past it the cache starts over.
+const KEY_CACHE_ENTRIES: usize = 10_000;
+/// `last_used` is written at most this often per key.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Who is calling, once their credential checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `key:<id>` or `sub:<subject>`: what the audit trail records.
+    pub actor: String,
+    pub scopes: Vec<Scope>,
+    /// Requests per second, when the credential sets its own.
+    pub rate_limit: Option<u32>,
+}
+
+/// A refusal, with what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub message: String,
+    /// The scope that was missing (403), or whether a credential was presented (401).
+    pub scope: Option<Scope>,
+    pub presented: bool,
+    /// Seconds until a retry may succeed (429).
+    pub retry_after_secs: Option<u64>,
+    /// The `RateLimit-Policy` / `RateLimit` header values (429).
+    pub rate_headers: Option<(String, String)>,
+}
+
+impl Refused {
+    pub fn unauthenticated(presented: bool, message: impl Into<String>) -> Self {
+        Self { refusal: Refusal::Unauthenticated, message: message.into(), scope: None, presented, retry_after_secs: None, rate_headers: None }
+    }
+
+    fn forbidden(scope: Scope) -> Self {
+        Self {
+            refusal: Refusal::Forbidden,
+            message: format!("This credential lacks the scope {scope} this operation needs"),
+            scope: Some(scope),
+            presented: true,
+            retry_after_secs: None,
+            rate_headers: None,
+        }
+    }
+}
+
+/// Why a check could not be made at all (the key store is down): a 503.
+#[derive(Debug)]
+pub struct CheckFailed(pub StoreError);
+
+struct Cached {
+    fetched: Instant,
+    key: Option<KeyRecord>,
+}
+
+pub struct Verifier {
+    keys: Arc<dyn KeyStore>,
+    cache: Mutex<HashMap<String, Cached>>,
+    touched: Mutex<HashMap<String, i64>>,
+    timeout: Duration,
+}
+
+impl Verifier {
+    pub fn new(keys: Arc<dyn KeyStore>, timeout: Duration) -> Self {
+        Self { keys, cache: Mutex::default(), touched: Mutex::default(), timeout }
+    }
+
+    /// Checks `authorization` (the client's header, as sent) for `needed`.
+    pub async fn verify(&self, authorization: Option<&str>, needed: Scope) -> Result<Result<Principal, Refused>, CheckFailed> {
+        let Some(header) = authorization.map(str::trim).filter(|h| !h.is_empty()) else {
+            return Ok(Err(Refused::unauthenticated(false, "This operation needs a credential: send Authorization: Bearer <API key>")));
+        };
+        let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::trim) else {
+            return Ok(Err(Refused::unauthenticated(true, "Send the credential as Authorization: Bearer <API key>")));
+        };
+        if !looks_like_key(token) {
+            return Ok(Err(Refused::unauthenticated(true, "The credential is not a valid API key")));
+        }
+        let Some(key) = self.lookup(&hash_key(token)).await? else {
+            return Ok(Err(Refused::unauthenticated(true, "The API key is unknown or revoked")));
+        };
+        if !needed.granted_by(&key.scopes) {
+            return Ok(Err(Refused::forbidden(needed)));
+        }
+        self.touch(&key.id);
+        Ok(Ok(Principal { actor: format!("key:{}", key.id), scopes: key.scopes.clone(), rate_limit: key.rate_limit }))
+    }
+
+    /// The active key with this hash, from the cache while it is fresh.
+    async fn lookup(&self, hash: &str) -> Result<Option<KeyRecord>, CheckFailed> {
+        {
+            let cache = self.cache.lock().expect("key cache lock");
+            if let Some(cached) = cache.get(hash).filter(|c| c.fetched.elapsed() < KEY_CACHE_TTL) {
+                return Ok(cached.key.clone());
+            }
+        }
+        let found = match tokio::time::timeout(self.timeout, self.keys.key_by_hash(hash)).await {
+            Ok(Ok(found)) => found.filter(|key| !key.is_revoked()),
+            Ok(Err(error)) => return Err(CheckFailed(error)),
+            Err(_) => return Err(CheckFailed(StoreError::Unavailable(format!("the key lookup took longer than {:?}", self.timeout)))),
+        };
+        let mut cache = self.cache.lock().expect("key cache lock");
+        if cache.len() >= KEY_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(hash.to_owned(), Cached { fetched: Instant::now(), key: found.clone() });
+        Ok(found)
+    }
+
+    /// Records the key's use in the background, at most once a minute.
+    fn touch(&self, key_id: &str) {
+        let now = now_ms();
+        {
+            let mut touched = self.touched.lock().expect("touch lock");
+            if touched.get(key_id).is_some_and(|last| now - last < TOUCH_EVERY_MS) {
+                return;
+            }
+            if touched.len() >= KEY_CACHE_ENTRIES {
+                touched.clear();
+            }
+            touched.insert(key_id.to_owned(), now);
+        }
+        let (keys, key_id) = (self.keys.clone(), key_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(error) = keys.touch_key(&key_id, now).await {
+                tracing::warn!(key_id, %error, "could not record a key's last use");
+            }
+        });
+    }
+}
