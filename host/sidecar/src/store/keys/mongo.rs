@@ -2,9 +2,9 @@
 //! `audit_log` of the product's database, which the generic document API does
 //! not list, so components cannot reach them.
 //!
-//! One active key per name without transactions: each key carries
-//! `active_name` (its name while active, `revoked:<id>` once revoked) under a
-//! unique index, so two racing creates of one name cannot both win.
+//! One active key per name without transactions: a key's name is claimed in
+//! `api_key_names` (`_id` = name) before the key is inserted, and released
+//! when it is revoked; the unique `_id` decides between racing creates.
 
 use async_trait::async_trait;
 use bson::{Bson, Document, doc};
@@ -17,6 +17,7 @@ use crate::store::{StoreError, StoreResult};
 
 const KEYS: &str = "api_keys";
 const AUDIT: &str = "audit_log";
+const NAMES: &str = "api_key_names";
 
 pub struct MongoKeys {
     database: Database,
@@ -78,7 +79,7 @@ impl MongoKeys {
                 .options(IndexOptions::builder().name(format!("{field}_unique")).unique(true).build())
                 .build()
         };
-        for index in [unique("hash"), unique("active_name")] {
+        for index in [unique("hash")] {
             keys.keys().create_index(index).await.map_err(|e| anyhow::anyhow!("cannot create an index of {KEYS}: {e}"))?;
         }
         let by_time = IndexModel::builder().keys(doc! { "at_ms": 1 }).build();
@@ -88,6 +89,10 @@ impl MongoKeys {
 
     fn keys(&self) -> Collection<Document> {
         self.database.collection(KEYS)
+    }
+
+    fn names(&self) -> Collection<Document> {
+        self.database.collection(NAMES)
     }
 
     fn audit(&self) -> Collection<Document> {
@@ -105,10 +110,14 @@ impl MongoKeys {
 impl KeyStore for MongoKeys {
     async fn create_key(&self, key: &KeyRecord) -> StoreResult<()> {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+        match self.names().insert_one(doc! { "_id": &key.name, "key_id": &key.id }).await {
+            Ok(_) => {}
+            Err(error) if is_duplicate_key(&error) => return Err(StoreError::Invalid("an active key already has this name".into())),
+            Err(error) => return Err(unavailable(error)),
+        }
         let mut document = doc! {
             "_id": &key.id,
             "name": &key.name,
-            "active_name": &key.name,
             "hash": &key.hash,
             "scopes": scopes,
             "created_ms": key.created_ms,
@@ -116,11 +125,12 @@ impl KeyStore for MongoKeys {
         if let Some(limit) = key.rate_limit {
             document.insert("rate_limit", i64::from(limit));
         }
-        match self.keys().insert_one(document).await {
-            Ok(_) => Ok(()),
-            Err(error) if is_duplicate_key(&error) => Err(StoreError::Invalid("an active key already has this name".into())),
-            Err(error) => Err(unavailable(error)),
+        if let Err(error) = self.keys().insert_one(document).await {
+            // Release the name so a retry can have it.
+            let _ = self.names().delete_one(doc! { "_id": &key.name, "key_id": &key.id }).await;
+            return Err(unavailable(error));
         }
+        Ok(())
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
@@ -135,21 +145,18 @@ impl KeyStore for MongoKeys {
     async fn revoke_key(&self, id_or_name: &str, at_ms: i64) -> StoreResult<Revoked> {
         let mut found = self.find_key(doc! { "_id": id_or_name }).await?;
         if found.is_empty() {
-            found = self.find_key(doc! { "active_name": id_or_name }).await?;
+            found = self.find_key(doc! { "name": id_or_name, "revoked_ms": { "$exists": false } }).await?;
         }
         let target = match found.len() {
             0 => return Ok(Revoked::NotFound),
             1 => found.remove(0),
             _ => return Ok(Revoked::Ambiguous(found.into_iter().map(|k| k.id).collect())),
         };
-        let revoked_name = format!("revoked:{}", target.id);
         self.keys()
-            .update_one(
-                doc! { "_id": &target.id, "revoked_ms": { "$exists": false } },
-                doc! { "$set": { "revoked_ms": at_ms, "active_name": revoked_name } },
-            )
+            .update_one(doc! { "_id": &target.id, "revoked_ms": { "$exists": false } }, doc! { "$set": { "revoked_ms": at_ms } })
             .await
             .map_err(unavailable)?;
+        self.names().delete_one(doc! { "_id": &target.name, "key_id": &target.id }).await.map_err(unavailable)?;
         let after = self.find_key(doc! { "_id": &target.id }).await?.pop().ok_or_else(|| unavailable("the key vanished while being revoked"))?;
         Ok(Revoked::Done(after))
     }

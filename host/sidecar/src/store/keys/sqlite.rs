@@ -112,7 +112,7 @@ impl KeyStore for SqliteKeys {
     async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.db
             .run(|connection| {
-                let mut statement = connection.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms, id"))?;
+                let mut statement = connection.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms, rowid"))?;
                 statement.query_map([], key_from_row)?.collect()
             })
             .await
