@@ -371,3 +371,69 @@ async fn auth_off_warns_and_is_refused_off_loopback() {
     assert_eq!(anonymous.get("/orders").await.status, 200);
     assert!(product.log().contains("auth off"), "{}", product.log());
 }
+
+fn assert_rate_limited(answer: &Answer) {
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.body);
+    assert!(answer.body["message"].is_string(), "{}", answer.body);
+    let retry_after: u64 = answer.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    assert!(answer.header("ratelimit-policy").is_some_and(|p| p.contains(";q=") && p.contains(";w=")), "{:?}", answer.headers);
+    assert!(answer.header("ratelimit").is_some_and(|p| p.contains(";r=") && p.contains(";t=")), "{:?}", answer.headers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_over_its_rate_limit_gets_429_with_the_ratelimit_headers() {
+    let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
+    let store = store_args(&product.data_dir, &Backends::default());
+    let output = orders(&["keys", "create", "--name", "slow", "--scopes", "orders:read", "--rate-limit", "5/s"], &store);
+    let key = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
+    let api = Api::with_key(&product.url, &key);
+    let answers = futures::future::join_all((0..30).map(|_| api.get("/orders?limit=1"))).await;
+    let accepted = answers.iter().filter(|a| a.status == StatusCode::OK).count();
+    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS).collect();
+    println!("30 requests at once with 5/s: {accepted} accepted, {} limited", limited.len());
+    assert_eq!(accepted + limited.len(), 30);
+    assert!((1..=10).contains(&accepted), "{accepted} accepted");
+    assert_rate_limited(limited[0]);
+    // The admin key has no limit of its own and there is no default here.
+    let admin_api = product.api();
+    let admin = futures::future::join_all((0..30).map(|_| admin_api.get("/orders?limit=1"))).await;
+    assert!(admin.iter().all(|a| a.status == StatusCode::OK));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_is_shared_by_two_instances_through_redis() {
+    let (mongo, redis) = (MongoServer::start().expect("MongoDB-wire server"), RedisServer::start().expect("redis"));
+    let backends = mongo_backends(&mongo, &redis, "auth_rate_shared");
+    let first = Product::up(ORDERS, &backends).expect("first instance");
+    let second = Product::up(ORDERS, &backends).expect("second instance");
+    let key_dir = tempfile::tempdir().expect("tempdir");
+    let store = store_args(key_dir.path(), &backends);
+    let output = orders(&["keys", "create", "--name", "shared-limit", "--scopes", "orders:read", "--rate-limit", "10/s"], &store);
+    let key = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
+    let clients = [Api::with_key(&first.url, &key), Api::with_key(&second.url, &key)];
+    let answers = futures::future::join_all((0..60).map(|n| clients[n % 2].get("/orders?limit=1"))).await;
+    let accepted: Vec<usize> = (0..2).map(|i| answers.iter().enumerate().filter(|(n, a)| n % 2 == i && a.status == StatusCode::OK).count()).collect();
+    println!("60 requests at once over two instances with 10/s: accepted {accepted:?}");
+    // One counter for both: at most two windows' worth (the burst may straddle a second).
+    assert!(accepted.iter().sum::<usize>() <= 20, "{accepted:?}");
+    assert!(answers.iter().all(|a| matches!(a.status.as_u16(), 200 | 429)));
+    assert_rate_limited(answers.iter().find(|a| a.status == StatusCode::TOO_MANY_REQUESTS).expect("a 429"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_authentications_are_throttled_per_client_address() {
+    let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
+    let anonymous = Api::new(&product.url);
+    let mut statuses = Vec::new();
+    for n in 0..30 {
+        let guess = format!("Bearer ordk_{n:064x}");
+        statuses.push(anonymous.send(Method::GET, "/orders", &[("authorization", &guess)], None).await);
+    }
+    let unauthorized = statuses.iter().filter(|a| a.status == StatusCode::UNAUTHORIZED).count();
+    println!("30 guessed keys: {unauthorized} answered 401, the rest 429");
+    assert!((10..=20).contains(&unauthorized), "{unauthorized}");
+    assert_rate_limited(statuses.last().expect("answers"));
+    // Requests without any credential are not guesses; the public routes stay open.
+    assert_eq!(anonymous.get("/healthz").await.status, StatusCode::OK);
+}

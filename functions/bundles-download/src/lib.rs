@@ -57,7 +57,7 @@ async fn download(request: IncomingRequest, out: ResponseOutparam) -> Result<(),
         Verdict::Invalid => return Err(Failed(ApiError::forbidden("This download link is not valid"), out)),
         Verdict::Expired => return Err(Failed(ApiError::gone("This download link has expired"), out)),
     }
-    let sidecar = check!(SidecarClient::new(header(&request, "x-request-id"), None, Access::Public));
+    let sidecar = check!(SidecarClient::new(header(&request, "x-request-id"), None, None, Access::Public));
     let expires: u64 = expires.and_then(|e| e.parse().ok()).unwrap_or(now);
     // One mark per bundle, kept until the link would have expired anyway.
     let first_use = check!(sidecar.mark_once(&format!("download-{}", id.as_str()), expires.saturating_sub(now) + 60).await);

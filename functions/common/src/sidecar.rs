@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use spin_sdk::http::{Method, Request, Response, send};
 
-use crate::access::{Access, refusal};
+use crate::access::{Access, client_address, refusal};
 use crate::error::ApiError;
 use crate::order::{NewOrder, Order, OrderId};
 use crate::request::IdempotencyKey;
@@ -48,6 +48,10 @@ pub struct SidecarClient {
     credential: Option<String>,
     /// What the component's operation needs of that credential.
     access: Access,
+    /// The client's address, for throttling failed authentications.
+    client: Option<String>,
+    /// Whether a call already carried the rate limit's count for this request.
+    counted: std::cell::Cell<bool>,
 }
 
 impl SidecarClient {
@@ -57,11 +61,12 @@ impl SidecarClient {
     /// sidecar checks for `access` before each operation.
     pub fn from_request(request: &Request, access: Access) -> Result<Self, ApiError> {
         let header = |name: &str| request.header(name).and_then(|value| value.as_str()).map(str::to_owned);
-        Self::new(header("x-request-id"), header("authorization"), access)
+        let client = client_address(header("spin-client-addr").as_deref(), header("x-forwarded-for").as_deref());
+        Self::new(header("x-request-id"), header("authorization"), client, access)
     }
 
     /// The same, for components that read the request themselves (streaming ones).
-    pub fn new(request_id: Option<String>, credential: Option<String>, access: Access) -> Result<Self, ApiError> {
+    pub fn new(request_id: Option<String>, credential: Option<String>, client: Option<String>, access: Access) -> Result<Self, ApiError> {
         let variable = |name: &str| {
             spin_sdk::variables::get(name).map_err(|e| {
                 ApiError::unavailable(format!("The component is missing its '{name}' setting: {e}"))
@@ -73,6 +78,8 @@ impl SidecarClient {
             request_id,
             credential,
             access,
+            client,
+            counted: std::cell::Cell::new(false),
         })
     }
 
@@ -175,6 +182,12 @@ impl SidecarClient {
         builder.header(orders_access::SCOPE_HEADER, self.access.header_value());
         if let Some(credential) = &self.credential {
             builder.header(orders_access::CREDENTIAL_HEADER, credential.as_str());
+        }
+        if let Some(client) = &self.client {
+            builder.header(orders_access::CLIENT_HEADER, client.as_str());
+        }
+        if !self.counted.replace(true) {
+            builder.header(orders_access::COUNT_HEADER, "1");
         }
         if let Some(body) = body {
             builder.header("content-type", "application/json").body(body.to_string());

@@ -16,6 +16,10 @@ pub const SCOPE_HEADER: &str = "x-orders-scope";
 /// throttling failed authentications.
 pub const CLIENT_HEADER: &str = "x-orders-client";
 
+/// Set on the first sidecar call of a client request only: the one the
+/// credential's rate limit counts (a request may make several calls).
+pub const COUNT_HEADER: &str = "x-orders-count";
+
 /// Every API key starts with this, so secret scanners can find leaked ones.
 pub const KEY_PREFIX: &str = "ordk_";
 

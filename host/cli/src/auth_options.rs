@@ -11,6 +11,9 @@ pub struct AuthOptions {
     /// Access control: "on" (API keys with scopes, the default) or "off" (anyone may do anything; loopback only).
     #[arg(long = "auth", env = "ORDERS_AUTH", default_value = "on", value_parser = ["on", "off"])]
     pub auth: String,
+    /// Requests per second for keys without a --rate-limit of their own, e.g. 100/s (default: unlimited).
+    #[arg(long, env = "ORDERS_DEFAULT_RATE_LIMIT", value_parser = crate::keys::parse_rate)]
+    pub default_rate_limit: Option<u32>,
 }
 
 impl AuthOptions {
@@ -27,11 +30,15 @@ impl AuthOptions {
             }
             eprintln!("warning: --auth off: access control is disabled; anyone who can reach {listen} may read, change and delete every order");
         }
-        Ok(AuthSettings { enabled: self.enabled() })
+        Ok(AuthSettings { enabled: self.enabled(), default_rate_limit: self.default_rate_limit })
     }
 
     pub fn to_args(&self) -> Vec<String> {
-        vec!["--auth".into(), self.auth.clone()]
+        let mut args = vec!["--auth".into(), self.auth.clone()];
+        if let Some(rate) = self.default_rate_limit {
+            args.extend(["--default-rate-limit".into(), rate.to_string()]);
+        }
+        args
     }
 }
 
@@ -41,12 +48,12 @@ mod tests {
 
     #[test]
     fn off_is_refused_off_loopback() {
-        let off = AuthOptions { auth: "off".into() };
+        let off = AuthOptions { auth: "off".into(), default_rate_limit: None };
         assert!(off.settings("0.0.0.0:3000".parse().unwrap(), "--listen").is_err());
         assert!(off.settings("192.168.1.5:3000".parse().unwrap(), "--listen").is_err());
         assert!(!off.settings("127.0.0.1:3000".parse().unwrap(), "--listen").unwrap().enabled);
         assert!(!off.settings("[::1]:3000".parse().unwrap(), "--listen").unwrap().enabled);
-        let on = AuthOptions { auth: "on".into() };
+        let on = AuthOptions { auth: "on".into(), default_rate_limit: None };
         assert!(on.settings("0.0.0.0:3000".parse().unwrap(), "--listen").unwrap().enabled);
     }
 }

@@ -25,6 +25,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use orders_telemetry::Registry;
 
+use crate::auth::limiter::Limiter;
 use crate::auth::{Auth, AuthSettings};
 use crate::blobs::BlobStore;
 use crate::bundles::{BundleSettings, Pipeline};
@@ -99,20 +100,22 @@ impl Sidecar {
         if !config.auth.enabled {
             tracing::warn!("access control is OFF (--auth off): anyone who reaches the API may read, change and delete every order");
         }
-        let auth = Arc::new(Auth::new(config.auth.clone(), keys.clone(), config.store_timeout));
-        let (cache, queue, events): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>) = match &config.redis_url {
+        let (cache, queue, events, limiter): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>, Limiter) = match &config.redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;
                 let queue = RedisQueue::new(cache.connection(), &config.redis_namespace);
                 let events = RedisEvents::new(cache.connection(), &config.redis_namespace);
-                (Arc::new(cache), Arc::new(queue), Arc::new(events))
+                let limiter = Limiter::redis(cache.connection(), &config.redis_namespace);
+                (Arc::new(cache), Arc::new(queue), Arc::new(events), limiter)
             }
             None => (
                 Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
                 Arc::new(SqliteQueue::open(&config.data_dir)?),
                 Arc::new(SqliteEvents::open(&config.data_dir)?),
+                Limiter::memory(),
             ),
         };
+        let auth = Arc::new(Auth::new(config.auth.clone(), keys.clone(), limiter, config.store_timeout));
         let blobs = Arc::new(BlobStore::open(config.data_dir.join("blobs"))?);
         let events_ttl = config.bundles.as_ref().map_or(config.events_ttl, BundleSettings::events_ttl);
         if let Some(settings) = config.bundles.clone() {

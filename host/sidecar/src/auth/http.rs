@@ -9,12 +9,13 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use orders_access::{Access, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope};
+use orders_access::{Access, CLIENT_HEADER, COUNT_HEADER, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Auth;
 use super::clock::{now_ms, rfc3339};
+use super::limiter::{FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, Window};
 use super::verifier::{Principal, Refused};
 use crate::api::ApiFailure;
 use crate::store::keys::AuditEntry;
@@ -57,6 +58,17 @@ pub fn refusal_response(refused: &Refused) -> Response {
     (status, response_headers, Json(body)).into_response()
 }
 
+fn rate_limited(message: &str, window: Window, policy: &str) -> Refused {
+    Refused {
+        refusal: Refusal::RateLimited,
+        message: message.to_owned(),
+        scope: None,
+        presented: true,
+        retry_after_secs: Some(window.reset_secs.max(1)),
+        rate_headers: Some(window.headers(policy)),
+    }
+}
+
 /// What a call to `/v1/docs` changes, for the audit trail.
 struct DocWrite {
     operation: String,
@@ -91,11 +103,35 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
     let principal = match access {
         Access::Public => return next.run(request).await,
         Access::Scope(_) if !auth.settings.enabled => Principal { actor: "anonymous".into(), scopes: vec![Scope::Admin], rate_limit: None },
-        Access::Scope(needed) => match auth.verifier.verify(header_text(headers, CREDENTIAL_HEADER), needed).await {
-            Ok(Ok(principal)) => principal,
-            Ok(Err(refused)) => return refusal_response(&refused),
-            Err(failed) => return ApiFailure::from(failed.0).into_response(),
-        },
+        Access::Scope(needed) => {
+            let client = header_text(headers, CLIENT_HEADER).map(|c| format!("failed-auth:{c}"));
+            if let Some(bucket) = &client {
+                let window = auth.limiter.hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, false).await;
+                if window.used >= FAILED_AUTH_LIMIT {
+                    let message = "Too many failed authentications from this address; retry later";
+                    return refusal_response(&rate_limited(message, window, "failed-auth"));
+                }
+            }
+            let principal = match auth.verifier.verify(header_text(headers, CREDENTIAL_HEADER), needed).await {
+                Ok(Ok(principal)) => principal,
+                Ok(Err(refused)) => {
+                    if let (Some(bucket), true) = (&client, refused.refusal == Refusal::Unauthenticated && refused.presented) {
+                        auth.limiter.hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, true).await;
+                    }
+                    return refusal_response(&refused);
+                }
+                Err(failed) => return ApiFailure::from(failed.0).into_response(),
+            };
+            let limit = principal.rate_limit.or(auth.settings.default_rate_limit);
+            if let (Some(limit), true) = (limit, headers.contains_key(COUNT_HEADER)) {
+                let window = auth.limiter.hit(&principal.actor, limit, 1, true).await;
+                if window.exceeded() {
+                    let message = format!("This credential's rate limit of {limit} requests per second is spent; retry after {} s", window.reset_secs);
+                    return refusal_response(&rate_limited(&message, window, "credential"));
+                }
+            }
+            principal
+        }
     };
     let write = doc_write(request.method(), request.uri().path());
     let request_id = header_text(headers, "x-request-id").map(str::to_owned);

@@ -7,12 +7,14 @@
 pub mod api_key;
 pub mod clock;
 pub mod http;
+pub mod limiter;
 pub mod verifier;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::keys::KeyStore;
+use limiter::Limiter;
 use verifier::Verifier;
 
 /// How the sidecar checks callers; validated by the CLI.
@@ -20,11 +22,13 @@ use verifier::Verifier;
 pub struct AuthSettings {
     /// `false` only with `--auth off`: every call is let through (and audited as `anonymous`).
     pub enabled: bool,
+    /// Requests per second for credentials without a limit of their own; `None`: unlimited.
+    pub default_rate_limit: Option<u32>,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, default_rate_limit: None }
     }
 }
 
@@ -33,10 +37,11 @@ pub struct Auth {
     pub settings: AuthSettings,
     pub keys: Arc<dyn KeyStore>,
     pub verifier: Verifier,
+    pub limiter: Limiter,
 }
 
 impl Auth {
-    pub fn new(settings: AuthSettings, keys: Arc<dyn KeyStore>, timeout: Duration) -> Self {
-        Self { settings, verifier: Verifier::new(keys.clone(), timeout), keys }
+    pub fn new(settings: AuthSettings, keys: Arc<dyn KeyStore>, limiter: Limiter, timeout: Duration) -> Self {
+        Self { settings, verifier: Verifier::new(keys.clone(), timeout), keys, limiter }
     }
 }
