@@ -165,7 +165,7 @@ async function run({ base, urls, outDir, deadline, executable }) {
   }));
   check(rows.length === urls.length, `${rows.length} rows for ${urls.length} URLs`);
   const state = created && created.state
-    ? await page.request.get(new URL(created.state, base).href, { timeout: left() }).then((r) => r.json()).catch(() => null)
+    ? await page.request.get(new URL(created.state, base).href, { timeout: left(), headers: { authorization: `Bearer ${apiKey}` } }).then((r) => r.json()).catch(() => null)
     : null;
   check(state && state.status === 'ready', `GET state: ${state ? state.status : 'unavailable'}`);
   for (const [i, url] of urls.entries()) {
