@@ -437,3 +437,161 @@ async fn failed_authentications_are_throttled_per_client_address() {
     // Requests without any credential are not guesses; the public routes stay open.
     assert_eq!(anonymous.get("/healthz").await.status, StatusCode::OK);
 }
+
+// ---- OIDC access tokens, with a key pair made here and a JWKS served on loopback ----
+
+mod oidc {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    use super::*;
+
+    const ISSUER: &str = "https://id.example.test";
+    const AUDIENCE: &str = "orders-api";
+
+    fn openssl(args: &[&str]) -> Vec<u8> {
+        let output = Command::new("openssl").args(args).output().expect("openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+
+    fn b64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = (u32::from(chunk[0]) << 16) | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8) | u32::from(*chunk.get(2).unwrap_or(&0));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            }
+        }
+        out
+    }
+
+    /// A fresh RSA key: its PEM and its public JWK.
+    fn rsa_key(dir: &std::path::Path, kid: &str) -> (Vec<u8>, Value) {
+        let path = dir.join(format!("{kid}.pem"));
+        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path.to_str().unwrap()]);
+        let modulus = String::from_utf8(openssl(&["rsa", "-in", path.to_str().unwrap(), "-noout", "-modulus"])).unwrap();
+        let n = hex_bytes(modulus.trim().trim_start_matches("Modulus="));
+        (std::fs::read(&path).unwrap(), json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": b64url(&n), "e": "AQAB"}))
+    }
+
+    /// A fresh P-256 key: its PKCS#8 PEM and its public JWK.
+    fn ec_key(dir: &std::path::Path, kid: &str) -> (Vec<u8>, Value) {
+        let path = dir.join(format!("{kid}.pem"));
+        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path.to_str().unwrap()]);
+        let der = openssl(&["pkey", "-in", path.to_str().unwrap(), "-pubout", "-outform", "DER"]);
+        let point = &der[der.len() - 65..];
+        assert_eq!(point[0], 4, "an uncompressed point");
+        let jwk = json!({"kty": "EC", "kid": kid, "alg": "ES256", "use": "sig", "crv": "P-256", "x": b64url(&point[1..33]), "y": b64url(&point[33..])});
+        (std::fs::read(&path).unwrap(), jwk)
+    }
+
+    fn hex_bytes(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn token(alg: Algorithm, kid: &str, pem: &[u8], claims: Value) -> String {
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem).unwrap(),
+            _ => EncodingKey::from_rsa_pem(pem).unwrap(),
+        };
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        encode(&header, &claims, &key).unwrap()
+    }
+
+    fn claims(scope: &str, audience: &str, exp_offset: i64) -> Value {
+        json!({"iss": ISSUER, "sub": "user-42", "aud": audience, "scope": scope, "iat": now(), "exp": (now() as i64 + exp_offset)})
+    }
+
+    /// Serves `keys` as a JWKS and counts the fetches.
+    async fn serve_jwks(keys: Arc<std::sync::Mutex<Vec<Value>>>, fetches: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (keys, fetches) = (keys.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::Relaxed);
+                    axum::Json(json!({ "keys": keys.lock().unwrap().clone() }))
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        url
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidc_tokens_are_accepted_from_the_issuer_and_refused_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rsa_pem, rsa_jwk) = rsa_key(dir.path(), "rsa-1");
+        let (ec_pem, ec_jwk) = ec_key(dir.path(), "ec-1");
+        let (rotated_pem, rotated_jwk) = rsa_key(dir.path(), "rsa-2");
+        let (stranger_pem, _) = rsa_key(dir.path(), "stranger");
+        let keys = Arc::new(std::sync::Mutex::new(vec![rsa_jwk, ec_jwk]));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let jwks_url = serve_jwks(keys.clone(), fetches.clone()).await;
+        let backends = Backends {
+            extra_env: vec![
+                ("ORDERS_JWT_ISSUER".into(), ISSUER.into()),
+                ("ORDERS_JWT_AUDIENCE".into(), AUDIENCE.into()),
+                ("ORDERS_JWKS_URL".into(), jwks_url),
+            ],
+            ..Backends::default()
+        };
+        let product = Product::up(ORDERS, &backends).expect("orders up with an OIDC issuer");
+        let status = |token: String| {
+            let api = Api::with_key(&product.url, &token);
+            async move { api.get("/orders?limit=1").await }
+        };
+
+        assert_eq!(status(token(Algorithm::RS256, "rsa-1", &rsa_pem, claims("orders:read", AUDIENCE, 300))).await.status, 200, "RS256");
+        assert_eq!(status(token(Algorithm::ES256, "ec-1", &ec_pem, claims("openid orders:read", AUDIENCE, 300))).await.status, 200, "ES256");
+        let writer = Api::with_key(&product.url, &token(Algorithm::RS256, "rsa-1", &rsa_pem, claims("orders:write", AUDIENCE, 300)));
+        let created = writer.create(&sample_order("oidc")).await;
+        assert_eq!(created.status, 201);
+        let no_scope = status(token(Algorithm::RS256, "rsa-1", &rsa_pem, claims("orders:write", AUDIENCE, 300))).await;
+        assert_eq!(no_scope.status, 403, "a token without orders:read");
+
+        let refusals = [
+            ("expired", token(Algorithm::RS256, "rsa-1", &rsa_pem, claims("orders:read", AUDIENCE, -120))),
+            ("wrong audience", token(Algorithm::RS256, "rsa-1", &rsa_pem, claims("orders:read", "another-api", 300))),
+            ("unknown kid", token(Algorithm::RS256, "nobody", &stranger_pem, claims("orders:read", AUDIENCE, 300))),
+            ("signed by another key", token(Algorithm::RS256, "rsa-1", &stranger_pem, claims("orders:read", AUDIENCE, 300))),
+            ("alg none", format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT","kid":"rsa-1"}"#), b64url(claims("admin", AUDIENCE, 300).to_string().as_bytes()))),
+            ("HS256 with the public key as secret", {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some("rsa-1".into());
+                encode(&header, &claims("admin", AUDIENCE, 300), &EncodingKey::from_secret(b"public")).unwrap()
+            }),
+        ];
+        for (label, token) in refusals {
+            let answer = status(token).await;
+            assert_eq!(answer.status, 401, "{label}: {}", answer.body);
+            assert!(answer.header("www-authenticate").is_some_and(|v| v.contains("invalid_token")), "{label}");
+        }
+        // Unknown kids do not turn into a fetch each (10: with the refusals above, under the
+        // failed-authentication budget of this address).
+        let before = fetches.load(Ordering::Relaxed);
+        for n in 0..10 {
+            status(token(Algorithm::RS256, &format!("made-up-{n}"), &stranger_pem, claims("orders:read", AUDIENCE, 300))).await;
+        }
+        let during = fetches.load(Ordering::Relaxed) - before;
+        assert!(during <= 2, "{during} JWKS fetches for 10 unknown kids");
+        // A rotated key is found by fetching the JWKS again.
+        keys.lock().unwrap().push(rotated_jwk);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(status(token(Algorithm::RS256, "rsa-2", &rotated_pem, claims("orders:read", AUDIENCE, 300))).await.status, 200, "rotated key");
+        // The audit trail names the token's subject.
+        let trail = product.api().get("/audit?limit=1000").await.body;
+        assert!(trail["entries"].as_array().unwrap().iter().any(|e| e["actor"] == "sub:user-42" && e["operation"] == "order.create"), "{trail}");
+    }
+}

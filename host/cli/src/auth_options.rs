@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::{Result, bail};
 use clap::Args;
 use orders_sidecar::auth::AuthSettings;
+use orders_sidecar::auth::jwt::JwtSettings;
 
 #[derive(Debug, Clone, Args)]
 pub struct AuthOptions {
@@ -14,6 +15,15 @@ pub struct AuthOptions {
     /// Requests per second for keys without a --rate-limit of their own, e.g. 100/s (default: unlimited).
     #[arg(long, env = "ORDERS_DEFAULT_RATE_LIMIT", value_parser = crate::keys::parse_rate)]
     pub default_rate_limit: Option<u32>,
+    /// Also accept OIDC access tokens (RS256/ES256 JWTs) from this issuer (its `iss`).
+    #[arg(long, env = "ORDERS_JWT_ISSUER", requires = "jwt_audience")]
+    pub jwt_issuer: Option<String>,
+    /// The audience (`aud`) those tokens must carry.
+    #[arg(long, env = "ORDERS_JWT_AUDIENCE", requires = "jwt_issuer")]
+    pub jwt_audience: Option<String>,
+    /// The issuer's JWKS (default: <issuer>/.well-known/jwks.json).
+    #[arg(long, env = "ORDERS_JWKS_URL", requires = "jwt_issuer")]
+    pub jwks_url: Option<String>,
 }
 
 impl AuthOptions {
@@ -30,13 +40,28 @@ impl AuthOptions {
             }
             eprintln!("warning: --auth off: access control is disabled; anyone who can reach {listen} may read, change and delete every order");
         }
-        Ok(AuthSettings { enabled: self.enabled(), default_rate_limit: self.default_rate_limit })
+        let jwt = match (&self.jwt_issuer, &self.jwt_audience) {
+            (Some(issuer), Some(audience)) => {
+                let jwks_url = self.jwks_url.clone().unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+                if !(jwks_url.starts_with("https://") || jwks_url.starts_with("http://127.0.0.1") || jwks_url.starts_with("http://localhost")) {
+                    bail!("--jwks-url {jwks_url:?} must be https:// (plain http only on loopback), or the keys could be swapped on the way");
+                }
+                Some(JwtSettings { issuer: issuer.clone(), audience: audience.clone(), jwks_url })
+            }
+            _ => None,
+        };
+        Ok(AuthSettings { enabled: self.enabled(), default_rate_limit: self.default_rate_limit, jwt })
     }
 
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec!["--auth".into(), self.auth.clone()];
         if let Some(rate) = self.default_rate_limit {
             args.extend(["--default-rate-limit".into(), rate.to_string()]);
+        }
+        for (flag, value) in [("--jwt-issuer", &self.jwt_issuer), ("--jwt-audience", &self.jwt_audience), ("--jwks-url", &self.jwks_url)] {
+            if let Some(value) = value {
+                args.extend([flag.to_owned(), value.clone()]);
+            }
         }
         args
     }
@@ -48,12 +73,12 @@ mod tests {
 
     #[test]
     fn off_is_refused_off_loopback() {
-        let off = AuthOptions { auth: "off".into(), default_rate_limit: None };
+        let off = AuthOptions { auth: "off".into(), default_rate_limit: None, jwt_issuer: None, jwt_audience: None, jwks_url: None };
         assert!(off.settings("0.0.0.0:3000".parse().unwrap(), "--listen").is_err());
         assert!(off.settings("192.168.1.5:3000".parse().unwrap(), "--listen").is_err());
         assert!(!off.settings("127.0.0.1:3000".parse().unwrap(), "--listen").unwrap().enabled);
         assert!(!off.settings("[::1]:3000".parse().unwrap(), "--listen").unwrap().enabled);
-        let on = AuthOptions { auth: "on".into(), default_rate_limit: None };
+        let on = AuthOptions { auth: "on".into(), default_rate_limit: None, jwt_issuer: None, jwt_audience: None, jwks_url: None };
         assert!(on.settings("0.0.0.0:3000".parse().unwrap(), "--listen").unwrap().enabled);
     }
 }

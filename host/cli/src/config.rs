@@ -46,7 +46,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
     "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances", "download_secret",
     "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
-    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "auth", "default_rate_limit",
+    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "auth", "default_rate_limit", "jwt_issuer", "jwt_audience", "jwks_url",
 ];
 
 /// Where the stores are, shared by `up`, `sidecar` and `cluster`.

@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod clock;
 pub mod http;
+pub mod jwt;
 pub mod limiter;
 pub mod verifier;
 
@@ -24,11 +25,13 @@ pub struct AuthSettings {
     pub enabled: bool,
     /// Requests per second for credentials without a limit of their own; `None`: unlimited.
     pub default_rate_limit: Option<u32>,
+    /// OIDC access tokens from this issuer, besides API keys.
+    pub jwt: Option<jwt::JwtSettings>,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { enabled: true, default_rate_limit: None }
+        Self { enabled: true, default_rate_limit: None, jwt: None }
     }
 }
 
@@ -42,6 +45,7 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(settings: AuthSettings, keys: Arc<dyn KeyStore>, limiter: Limiter, timeout: Duration) -> Self {
-        Self { settings, verifier: Verifier::new(keys.clone(), timeout), keys, limiter }
+        let jwt = settings.jwt.clone().map(jwt::JwtVerifier::new);
+        Self { verifier: Verifier::new(keys.clone(), jwt, timeout), settings, keys, limiter }
     }
 }

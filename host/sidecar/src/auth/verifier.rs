@@ -13,6 +13,7 @@ use orders_access::{Refusal, Scope};
 
 use super::api_key::{hash_key, looks_like_key};
 use super::clock::now_ms;
+use super::jwt::JwtVerifier;
 use crate::store::keys::{KeyRecord, KeyStore};
 use crate::store::StoreError;
 
@@ -75,14 +76,15 @@ struct Cached {
 
 pub struct Verifier {
     keys: Arc<dyn KeyStore>,
+    jwt: Option<JwtVerifier>,
     cache: Mutex<HashMap<String, Cached>>,
     touched: Mutex<HashMap<String, i64>>,
     timeout: Duration,
 }
 
 impl Verifier {
-    pub fn new(keys: Arc<dyn KeyStore>, timeout: Duration) -> Self {
-        Self { keys, cache: Mutex::default(), touched: Mutex::default(), timeout }
+    pub fn new(keys: Arc<dyn KeyStore>, jwt: Option<JwtVerifier>, timeout: Duration) -> Self {
+        Self { keys, jwt, cache: Mutex::default(), touched: Mutex::default(), timeout }
     }
 
     /// Checks `authorization` (the client's header, as sent) for `needed`.
@@ -94,7 +96,14 @@ impl Verifier {
             return Ok(Err(Refused::unauthenticated(true, "Send the credential as Authorization: Bearer <API key>")));
         };
         if !looks_like_key(token) {
-            return Ok(Err(Refused::unauthenticated(true, "The credential is not a valid API key")));
+            return Ok(match &self.jwt {
+                Some(jwt) if JwtVerifier::looks_like_jwt(token) => match jwt.verify(token).await {
+                    Ok(principal) if needed.granted_by(&principal.scopes) => Ok(principal),
+                    Ok(_) => Err(Refused::forbidden(needed)),
+                    Err(refused) => Err(refused),
+                },
+                _ => Err(Refused::unauthenticated(true, "The credential is not a valid API key or token")),
+            });
         }
         let Some(key) = self.lookup(&hash_key(token)).await? else {
             return Ok(Err(Refused::unauthenticated(true, "The API key is unknown or revoked")));
@@ -160,7 +169,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys: Arc<dyn KeyStore> = Arc::new(SqliteKeys::open(dir.path()).expect("open"));
         let created = create_key(&*keys, "bench", vec![Scope::OrdersRead], None, "test").await.expect("create");
-        let verifier = Verifier::new(keys.clone(), Duration::from_secs(5));
+        let verifier = Verifier::new(keys.clone(), None, Duration::from_secs(5));
         let header = format!("Bearer {}", created.text);
         let granted = verifier.verify(Some(&header), Scope::OrdersRead).await.expect("check").expect("granted");
         assert_eq!(granted.actor, format!("key:{}", created.record.id));
