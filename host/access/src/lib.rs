@@ -35,7 +35,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [Scope::OrdersRead, Scope::OrdersWrite, Scope::OrdersDelete, Scope::Bundles, Scope::Admin];
+    pub const ALL: [Scope; 5] = [
+        Scope::OrdersRead,
+        Scope::OrdersWrite,
+        Scope::OrdersDelete,
+        Scope::Bundles,
+        Scope::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,7 +86,11 @@ impl Access {
     }
 
     pub fn parse(text: &str) -> Option<Access> {
-        if text == "public" { Some(Access::Public) } else { Scope::parse(text).map(Access::Scope) }
+        if text == "public" {
+            Some(Access::Public)
+        } else {
+            Scope::parse(text).map(Access::Scope)
+        }
     }
 }
 
@@ -98,7 +108,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 3] = [Refusal::Unauthenticated, Refusal::Forbidden, Refusal::RateLimited];
+    pub const ALL: [Refusal; 3] = [
+        Refusal::Unauthenticated,
+        Refusal::Forbidden,
+        Refusal::RateLimited,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -122,7 +136,12 @@ impl Refusal {
 }
 
 /// The headers of a refusal a component copies to its client.
-pub const PASSED_HEADERS: [&str; 4] = ["www-authenticate", "retry-after", "ratelimit-policy", "ratelimit"];
+pub const PASSED_HEADERS: [&str; 4] = [
+    "www-authenticate",
+    "retry-after",
+    "ratelimit-policy",
+    "ratelimit",
+];
 
 #[cfg(test)]
 mod tests {
@@ -145,7 +164,12 @@ mod tests {
             assert!(scope.granted_by(&[scope]));
         }
         assert!(!Scope::OrdersWrite.granted_by(&[Scope::OrdersRead, Scope::Bundles]));
-        assert!(!Scope::Admin.granted_by(&[Scope::OrdersRead, Scope::OrdersWrite, Scope::OrdersDelete, Scope::Bundles]));
+        assert!(!Scope::Admin.granted_by(&[
+            Scope::OrdersRead,
+            Scope::OrdersWrite,
+            Scope::OrdersDelete,
+            Scope::Bundles
+        ]));
         assert!(!Scope::OrdersRead.granted_by(&[]));
     }
 

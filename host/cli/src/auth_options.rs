@@ -36,21 +36,40 @@ impl AuthOptions {
     pub fn settings(&self, listen: SocketAddr, flag: &str) -> Result<AuthSettings> {
         if !self.enabled() {
             if !listen.ip().is_loopback() {
-                bail!("--auth off is refused because {flag} {listen} is not a loopback address: anyone who can reach it could read and delete every order; keep --auth on and create keys with `orders keys create`");
+                bail!(
+                    "--auth off is refused because {flag} {listen} is not a loopback address: anyone who can reach it could read and delete every order; keep --auth on and create keys with `orders keys create`"
+                );
             }
-            eprintln!("warning: --auth off: access control is disabled; anyone who can reach {listen} may read, change and delete every order");
+            eprintln!(
+                "warning: --auth off: access control is disabled; anyone who can reach {listen} may read, change and delete every order"
+            );
         }
         let jwt = match (&self.jwt_issuer, &self.jwt_audience) {
             (Some(issuer), Some(audience)) => {
-                let jwks_url = self.jwks_url.clone().unwrap_or_else(|| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
-                if !(jwks_url.starts_with("https://") || jwks_url.starts_with("http://127.0.0.1") || jwks_url.starts_with("http://localhost")) {
-                    bail!("--jwks-url {jwks_url:?} must be https:// (plain http only on loopback), or the keys could be swapped on the way");
+                let jwks_url = self.jwks_url.clone().unwrap_or_else(|| {
+                    format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+                });
+                if !(jwks_url.starts_with("https://")
+                    || jwks_url.starts_with("http://127.0.0.1")
+                    || jwks_url.starts_with("http://localhost"))
+                {
+                    bail!(
+                        "--jwks-url {jwks_url:?} must be https:// (plain http only on loopback), or the keys could be swapped on the way"
+                    );
                 }
-                Some(JwtSettings { issuer: issuer.clone(), audience: audience.clone(), jwks_url })
+                Some(JwtSettings {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    jwks_url,
+                })
             }
             _ => None,
         };
-        Ok(AuthSettings { enabled: self.enabled(), default_rate_limit: self.default_rate_limit, jwt })
+        Ok(AuthSettings {
+            enabled: self.enabled(),
+            default_rate_limit: self.default_rate_limit,
+            jwt,
+        })
     }
 
     pub fn to_args(&self) -> Vec<String> {
@@ -58,7 +77,11 @@ impl AuthOptions {
         if let Some(rate) = self.default_rate_limit {
             args.extend(["--default-rate-limit".into(), rate.to_string()]);
         }
-        for (flag, value) in [("--jwt-issuer", &self.jwt_issuer), ("--jwt-audience", &self.jwt_audience), ("--jwks-url", &self.jwks_url)] {
+        for (flag, value) in [
+            ("--jwt-issuer", &self.jwt_issuer),
+            ("--jwt-audience", &self.jwt_audience),
+            ("--jwks-url", &self.jwks_url),
+        ] {
             if let Some(value) = value {
                 args.extend([flag.to_owned(), value.clone()]);
             }
@@ -73,12 +96,42 @@ mod tests {
 
     #[test]
     fn off_is_refused_off_loopback() {
-        let off = AuthOptions { auth: "off".into(), default_rate_limit: None, jwt_issuer: None, jwt_audience: None, jwks_url: None };
-        assert!(off.settings("0.0.0.0:3000".parse().unwrap(), "--listen").is_err());
-        assert!(off.settings("192.168.1.5:3000".parse().unwrap(), "--listen").is_err());
-        assert!(!off.settings("127.0.0.1:3000".parse().unwrap(), "--listen").unwrap().enabled);
-        assert!(!off.settings("[::1]:3000".parse().unwrap(), "--listen").unwrap().enabled);
-        let on = AuthOptions { auth: "on".into(), default_rate_limit: None, jwt_issuer: None, jwt_audience: None, jwks_url: None };
-        assert!(on.settings("0.0.0.0:3000".parse().unwrap(), "--listen").unwrap().enabled);
+        let off = AuthOptions {
+            auth: "off".into(),
+            default_rate_limit: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwks_url: None,
+        };
+        assert!(
+            off.settings("0.0.0.0:3000".parse().unwrap(), "--listen")
+                .is_err()
+        );
+        assert!(
+            off.settings("192.168.1.5:3000".parse().unwrap(), "--listen")
+                .is_err()
+        );
+        assert!(
+            !off.settings("127.0.0.1:3000".parse().unwrap(), "--listen")
+                .unwrap()
+                .enabled
+        );
+        assert!(
+            !off.settings("[::1]:3000".parse().unwrap(), "--listen")
+                .unwrap()
+                .enabled
+        );
+        let on = AuthOptions {
+            auth: "on".into(),
+            default_rate_limit: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwks_url: None,
+        };
+        assert!(
+            on.settings("0.0.0.0:3000".parse().unwrap(), "--listen")
+                .unwrap()
+                .enabled
+        );
     }
 }

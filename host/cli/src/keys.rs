@@ -129,7 +129,8 @@ pub struct AuditArgs {
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
     let names: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-    Scope::parse(text.trim()).ok_or_else(|| format!("{text:?} is not a scope; use {}", names.join(", ")))
+    Scope::parse(text.trim())
+        .ok_or_else(|| format!("{text:?} is not a scope; use {}", names.join(", ")))
 }
 
 /// `50/s` or `50`: requests per second.
@@ -137,7 +138,9 @@ pub fn parse_rate(text: &str) -> Result<u32, String> {
     let number = text.trim().strip_suffix("/s").unwrap_or(text.trim());
     match number.parse::<u32>() {
         Ok(rate) if rate >= 1 => Ok(rate),
-        _ => Err(format!("rate limit {text:?} must be a whole number of requests per second >= 1, like 50/s")),
+        _ => Err(format!(
+            "rate limit {text:?} must be a whole number of requests per second >= 1, like 50/s"
+        )),
     }
 }
 
@@ -151,7 +154,12 @@ pub async fn run(args: KeysArgs) -> Result<()> {
                 .with_context(|| format!("cannot create key {:?}", args.name))?;
             let record = &created.record;
             let scopes: Vec<&str> = record.scopes.iter().map(|s| s.as_str()).collect();
-            println!("created key {} ({}) with scopes {}; it is shown only now, keep it secret:", record.id, record.name, scopes.join(","));
+            println!(
+                "created key {} ({}) with scopes {}; it is shown only now, keep it secret:",
+                record.id,
+                record.name,
+                scopes.join(",")
+            );
             println!("{}", created.text);
         }
         KeysCommand::List(args) => {
@@ -162,14 +170,23 @@ pub async fn run(args: KeysArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            println!("{:<21} {:<20} {:<40} {:>6} {:<24} {:<24} {}", "ID", "NAME", "SCOPES", "RATE/S", "CREATED", "LAST USED", "REVOKED");
+            println!("{:<21} {:<20} {:<40} {:>6} {:<24} {:<24} REVOKED", "ID", "NAME", "SCOPES", "RATE/S", "CREATED", "LAST USED");
             for key in &keys {
                 let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
                 let optional = |ms: Option<i64>| ms.map(rfc3339).unwrap_or_else(|| "-".into());
-                let rate = key.rate_limit.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+                let rate = key
+                    .rate_limit
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into());
                 println!(
                     "{:<21} {:<20} {:<40} {:>6} {:<24} {:<24} {}",
-                    key.id, key.name, scopes.join(","), rate, rfc3339(key.created_ms), optional(key.last_used_ms), optional(key.revoked_ms)
+                    key.id,
+                    key.name,
+                    scopes.join(","),
+                    rate,
+                    rfc3339(key.created_ms),
+                    optional(key.last_used_ms),
+                    optional(key.revoked_ms)
                 );
             }
         }
@@ -186,10 +203,20 @@ pub async fn run(args: KeysArgs) -> Result<()> {
                         request_id: None,
                     })
                     .await?;
-                    println!("revoked key {} ({}); every instance refuses it within 2 s", key.id, key.name);
+                    println!(
+                        "revoked key {} ({}); every instance refuses it within 2 s",
+                        key.id, key.name
+                    );
                 }
-                Revoked::NotFound => bail!("no key has the id or name {:?}; see `orders keys list`", args.id_or_name),
-                Revoked::Ambiguous(ids) => bail!("several keys are named {:?} ({}); revoke one by id", args.id_or_name, ids.join(", ")),
+                Revoked::NotFound => bail!(
+                    "no key has the id or name {:?}; see `orders keys list`",
+                    args.id_or_name
+                ),
+                Revoked::Ambiguous(ids) => bail!(
+                    "several keys are named {:?} ({}); revoke one by id",
+                    args.id_or_name,
+                    ids.join(", ")
+                ),
             }
         }
     }
@@ -197,7 +224,12 @@ pub async fn run(args: KeysArgs) -> Result<()> {
 }
 
 pub async fn audit(args: AuditArgs) -> Result<()> {
-    let entries = args.store.open().await?.audit_since(args.since.unwrap_or(0), args.limit).await?;
+    let entries = args
+        .store
+        .open()
+        .await?
+        .audit_since(args.since.unwrap_or(0), args.limit)
+        .await?;
     for entry in &entries {
         if args.json {
             println!("{}", audit_json(entry));
@@ -223,11 +255,22 @@ pub async fn bootstrap_admin_key(keys: &dyn KeyStore, data_dir: &Path) -> Result
     if path.exists() {
         return Ok(None);
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     // A database shared by several data directories may have an `admin` already.
-    let taken = keys.list_keys().await?.iter().any(|k| k.name == "admin" && !k.is_revoked());
-    let name = if taken { format!("admin-{}", hex::encode(rand::random::<[u8; 3]>())) } else { "admin".to_owned() };
-    let created = create_key(keys, &name, vec![Scope::Admin], None, "bootstrap").await.context("cannot create the first admin key")?;
+    let taken = keys
+        .list_keys()
+        .await?
+        .iter()
+        .any(|k| k.name == "admin" && !k.is_revoked());
+    let name = if taken {
+        format!("admin-{}", hex::encode(rand::random::<[u8; 3]>()))
+    } else {
+        "admin".to_owned()
+    };
+    let created = create_key(keys, &name, vec![Scope::Admin], None, "bootstrap")
+        .await
+        .context("cannot create the first admin key")?;
     match create_private(&path, format!("{}\n", created.text).as_bytes()) {
         Ok(()) => Ok(Some(created.text)),
         Err(error) => {
@@ -244,7 +287,10 @@ pub async fn bootstrap_admin_key(keys: &dyn KeyStore, data_dir: &Path) -> Result
 
 /// The line `up` and `cluster` print under their URL.
 pub fn announce_admin_key(key: &str, data_dir: &Path) {
-    println!("admin API key (shown once; also in {}): {key}", data_dir.join(ADMIN_KEY_FILE).display());
+    println!(
+        "admin API key (shown once; also in {}): {key}",
+        data_dir.join(ADMIN_KEY_FILE).display()
+    );
 }
 
 #[cfg(test)]

@@ -69,6 +69,9 @@ pub struct SidecarConfig {
     pub auth: AuthSettings,
 }
 
+/// The cache, job queue, event logs and rate limiter: all in Redis, or all embedded.
+type Backends = (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>, Limiter);
+
 /// A started sidecar: its API as an axum router (served over TCP, or
 /// called in-process by the runner) and its metrics.
 #[derive(Clone)]
@@ -100,7 +103,7 @@ impl Sidecar {
         if !config.auth.enabled {
             tracing::warn!("access control is OFF (--auth off): anyone who reaches the API may read, change and delete every order");
         }
-        let (cache, queue, events, limiter): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>, Limiter) = match &config.redis_url {
+        let (cache, queue, events, limiter): Backends = match &config.redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;
                 let queue = RedisQueue::new(cache.connection(), &config.redis_namespace);

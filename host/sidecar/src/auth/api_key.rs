@@ -11,8 +11,8 @@ use orders_access::{KEY_PREFIX, Scope};
 use sha2::{Digest, Sha256};
 
 use super::clock::now_ms;
-use crate::store::keys::{AuditEntry, KeyRecord, KeyStore};
 use crate::store::StoreResult;
+use crate::store::keys::{AuditEntry, KeyRecord, KeyStore};
 
 /// The hash under which a key's text is stored and looked up.
 pub fn hash_key(text: &str) -> String {
@@ -21,7 +21,8 @@ pub fn hash_key(text: &str) -> String {
 
 /// Whether `text` has the shape of one of our keys (checked before any lookup).
 pub fn looks_like_key(text: &str) -> bool {
-    text.strip_prefix(KEY_PREFIX).is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+    text.strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn new_key_text() -> String {
@@ -40,12 +41,27 @@ pub struct CreatedKey {
 
 /// Names are what people revoke by: short, printable, no spaces or commas.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
-    if ok { Ok(()) } else { Err(format!("key name {name:?} must be 1-64 of A-Z a-z 0-9 - _ . : @")) }
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "key name {name:?} must be 1-64 of A-Z a-z 0-9 - _ . : @"
+        ))
+    }
 }
 
 /// Creates and stores a key, and records its creation in the audit trail.
-pub async fn create_key(keys: &dyn KeyStore, name: &str, scopes: Vec<Scope>, rate_limit: Option<u32>, actor: &str) -> StoreResult<CreatedKey> {
+pub async fn create_key(
+    keys: &dyn KeyStore,
+    name: &str,
+    scopes: Vec<Scope>,
+    rate_limit: Option<u32>,
+    actor: &str,
+) -> StoreResult<CreatedKey> {
     let text = new_key_text();
     let record = KeyRecord {
         id: new_key_id(),
@@ -85,7 +101,10 @@ mod tests {
 
     #[test]
     fn the_hash_is_sha256_hex() {
-        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -4,16 +4,27 @@ pub use crate::durable_sqlite::now_ms;
 
 /// `2026-12-01T20:15:03.120Z`.
 pub fn rfc3339(ms: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     at.format(&format).unwrap_or_default()
 }
 
 /// An RFC 3339 time or a duration back from now (`90s`, `15m`, `2h`, `7d`) as Unix ms.
 pub fn parse_since(text: &str) -> Result<i64, String> {
-    let units = [("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
+    let units = [
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
     for (suffix, ms) in units {
-        if let Some(count) = text.strip_suffix(suffix).and_then(|n| n.parse::<i64>().ok()) {
+        if let Some(count) = text
+            .strip_suffix(suffix)
+            .and_then(|n| n.parse::<i64>().ok())
+        {
             return Ok(now_ms() - count.saturating_mul(ms));
         }
     }

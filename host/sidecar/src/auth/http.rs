@@ -9,7 +9,9 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use orders_access::{Access, CLIENT_HEADER, COUNT_HEADER, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope};
+use orders_access::{
+    Access, CLIENT_HEADER, COUNT_HEADER, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,12 +41,18 @@ pub fn refusal_response(refused: &Refused) -> Response {
         }
     };
     match refused.refusal {
-        Refusal::Unauthenticated if refused.presented => set("www-authenticate", "Bearer realm=\"orders\", error=\"invalid_token\"".into()),
+        Refusal::Unauthenticated if refused.presented => set(
+            "www-authenticate",
+            "Bearer realm=\"orders\", error=\"invalid_token\"".into(),
+        ),
         Refusal::Unauthenticated => set("www-authenticate", "Bearer realm=\"orders\"".into()),
         Refusal::Forbidden => {
             let scope = refused.scope.map(Scope::as_str).unwrap_or_default();
             body["scope"] = Value::from(scope);
-            set("www-authenticate", format!("Bearer realm=\"orders\", error=\"insufficient_scope\", scope=\"{scope}\""));
+            set(
+                "www-authenticate",
+                format!("Bearer realm=\"orders\", error=\"insufficient_scope\", scope=\"{scope}\""),
+            );
         }
         Refusal::RateLimited => {}
     }
@@ -79,14 +87,21 @@ fn doc_write(method: &Method, path: &str) -> Option<DocWrite> {
     let mut parts = path.strip_prefix("/v1/docs/")?.split('/');
     let collection = parts.next().filter(|c| !c.is_empty())?;
     let id = parts.next();
-    let noun = if collection == "orders" { "order".to_owned() } else { collection.to_owned() };
+    let noun = if collection == "orders" {
+        "order".to_owned()
+    } else {
+        collection.to_owned()
+    };
     let verb = match (method, id) {
         (&Method::POST, None) => "create",
         (&Method::PATCH, Some(_)) => "update",
         (&Method::DELETE, Some(_)) => "delete",
         _ => return None,
     };
-    Some(DocWrite { operation: format!("{noun}.{verb}"), target: id.map(str::to_owned) })
+    Some(DocWrite {
+        operation: format!("{noun}.{verb}"),
+        target: id.map(str::to_owned),
+    })
 }
 
 /// The layer: lets internal calls (no scope header) and public ones through,
@@ -98,25 +113,46 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
         return next.run(request).await;
     };
     let Some(access) = Access::parse(access) else {
-        return ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_scope", format!("{SCOPE_HEADER} {access:?} is not a scope")).into_response();
+        return ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            format!("{SCOPE_HEADER} {access:?} is not a scope"),
+        )
+        .into_response();
     };
     let principal = match access {
         Access::Public => return next.run(request).await,
-        Access::Scope(_) if !auth.settings.enabled => Principal { actor: "anonymous".into(), scopes: vec![Scope::Admin], rate_limit: None },
+        Access::Scope(_) if !auth.settings.enabled => Principal {
+            actor: "anonymous".into(),
+            scopes: vec![Scope::Admin],
+            rate_limit: None,
+        },
         Access::Scope(needed) => {
             let client = header_text(headers, CLIENT_HEADER).map(|c| format!("failed-auth:{c}"));
             if let Some(bucket) = &client {
-                let window = auth.limiter.hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, false).await;
+                let window = auth
+                    .limiter
+                    .hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, false)
+                    .await;
                 if window.used >= FAILED_AUTH_LIMIT {
                     let message = "Too many failed authentications from this address; retry later";
                     return refusal_response(&rate_limited(message, window, "failed-auth"));
                 }
             }
-            let principal = match auth.verifier.verify(header_text(headers, CREDENTIAL_HEADER), needed).await {
+            let principal = match auth
+                .verifier
+                .verify(header_text(headers, CREDENTIAL_HEADER), needed)
+                .await
+            {
                 Ok(Ok(principal)) => principal,
                 Ok(Err(refused)) => {
-                    if let (Some(bucket), true) = (&client, refused.refusal == Refusal::Unauthenticated && refused.presented) {
-                        auth.limiter.hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, true).await;
+                    if let (Some(bucket), true) = (
+                        &client,
+                        refused.refusal == Refusal::Unauthenticated && refused.presented,
+                    ) {
+                        auth.limiter
+                            .hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, true)
+                            .await;
                     }
                     return refusal_response(&refused);
                 }
@@ -126,7 +162,10 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
             if let (Some(limit), true) = (limit, headers.contains_key(COUNT_HEADER)) {
                 let window = auth.limiter.hit(&principal.actor, limit, 1, true).await;
                 if window.exceeded() {
-                    let message = format!("This credential's rate limit of {limit} requests per second is spent; retry after {} s", window.reset_secs);
+                    let message = format!(
+                        "This credential's rate limit of {limit} requests per second is spent; retry after {} s",
+                        window.reset_secs
+                    );
                     return refusal_response(&rate_limited(&message, window, "credential"));
                 }
             }
@@ -137,21 +176,33 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
     let request_id = header_text(headers, "x-request-id").map(str::to_owned);
     let response = next.run(request).await;
     match write {
-        Some(write) if response.status().is_success() => audit_write(&auth, &principal, write, request_id, response).await,
+        Some(write) if response.status().is_success() => {
+            audit_write(&auth, &principal, write, request_id, response).await
+        }
         _ => response,
     }
 }
 
 /// Records an accepted write; a replayed create (200, not 201) created nothing.
-async fn audit_write(auth: &Auth, principal: &Principal, write: DocWrite, request_id: Option<String>, response: Response) -> Response {
+async fn audit_write(
+    auth: &Auth,
+    principal: &Principal,
+    write: DocWrite,
+    request_id: Option<String>,
+    response: Response,
+) -> Response {
     let status = response.status();
     let (response, target) = if write.target.is_none() {
         if status != StatusCode::CREATED {
             return response;
         }
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-        let id = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["doc"]["_id"].as_str().map(str::to_owned));
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let id = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["doc"]["_id"].as_str().map(str::to_owned));
         (Response::from_parts(parts, Body::from(bytes)), id)
     } else {
         (response, write.target)
@@ -178,10 +229,20 @@ pub struct AuditQuery {
 }
 
 /// The audit trail as JSON, oldest first (the component checks the `admin` scope).
-pub async fn read_audit(State(auth): State<Arc<Auth>>, Query(query): Query<AuditQuery>) -> Response {
+pub async fn read_audit(
+    State(auth): State<Arc<Auth>>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_AUDIT_PAGE);
-    match auth.keys.audit_since(query.since_ms.unwrap_or(0), limit).await {
-        Ok(entries) => Json(json!({ "entries": entries.iter().map(audit_json).collect::<Vec<_>>() })).into_response(),
+    match auth
+        .keys
+        .audit_since(query.since_ms.unwrap_or(0), limit)
+        .await
+    {
+        Ok(entries) => {
+            Json(json!({ "entries": entries.iter().map(audit_json).collect::<Vec<_>>() }))
+                .into_response()
+        }
         Err(error) => ApiFailure::from(error).into_response(),
     }
 }
@@ -206,10 +267,21 @@ mod tests {
     #[test]
     fn document_writes_are_named_for_the_audit() {
         let create = doc_write(&Method::POST, "/v1/docs/orders").unwrap();
-        assert_eq!((create.operation.as_str(), create.target), ("order.create", None));
+        assert_eq!(
+            (create.operation.as_str(), create.target),
+            ("order.create", None)
+        );
         let update = doc_write(&Method::PATCH, "/v1/docs/orders/0123456789abcdef01234567").unwrap();
-        assert_eq!((update.operation.as_str(), update.target.as_deref()), ("order.update", Some("0123456789abcdef01234567")));
-        assert_eq!(doc_write(&Method::DELETE, "/v1/docs/orders/x").unwrap().operation, "order.delete");
+        assert_eq!(
+            (update.operation.as_str(), update.target.as_deref()),
+            ("order.update", Some("0123456789abcdef01234567"))
+        );
+        assert_eq!(
+            doc_write(&Method::DELETE, "/v1/docs/orders/x")
+                .unwrap()
+                .operation,
+            "order.delete"
+        );
         assert!(doc_write(&Method::GET, "/v1/docs/orders/x").is_none());
         assert!(doc_write(&Method::POST, "/v1/logs/bundles/x").is_none());
     }
@@ -218,10 +290,25 @@ mod tests {
     fn refusals_carry_their_headers() {
         let missing = refusal_response(&Refused::unauthenticated(false, "no"));
         assert_eq!(missing.status(), 401);
-        assert_eq!(missing.headers()["www-authenticate"], "Bearer realm=\"orders\"");
-        let forbidden = Refused { refusal: Refusal::Forbidden, message: "m".into(), scope: Some(Scope::OrdersDelete), presented: true, retry_after_secs: None, rate_headers: None };
+        assert_eq!(
+            missing.headers()["www-authenticate"],
+            "Bearer realm=\"orders\""
+        );
+        let forbidden = Refused {
+            refusal: Refusal::Forbidden,
+            message: "m".into(),
+            scope: Some(Scope::OrdersDelete),
+            presented: true,
+            retry_after_secs: None,
+            rate_headers: None,
+        };
         let forbidden = refusal_response(&forbidden);
         assert_eq!(forbidden.status(), 403);
-        assert!(forbidden.headers()["www-authenticate"].to_str().unwrap().contains("scope=\"orders:delete\""));
+        assert!(
+            forbidden.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("scope=\"orders:delete\"")
+        );
     }
 }

@@ -54,21 +54,38 @@ fn refused(message: impl Into<String>) -> Refused {
 
 impl JwtVerifier {
     pub fn new(settings: JwtSettings) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Self { settings, http, jwks: Mutex::new(Jwks { keys: HashMap::new(), fetched: None }) }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            settings,
+            http,
+            jwks: Mutex::new(Jwks {
+                keys: HashMap::new(),
+                fetched: None,
+            }),
+        }
     }
 
     /// Whether `token` has the shape of a JWT (three base64url parts).
     pub fn looks_like_jwt(token: &str) -> bool {
-        token.split('.').count() == 3 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        token.split('.').count() == 3
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     }
 
     pub async fn verify(&self, token: &str) -> Result<Principal, Refused> {
         let header = decode_header(token).map_err(|_| refused("The token is not a valid JWT"))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Err(refused("The token's algorithm is not accepted (RS256 or ES256)"));
+            return Err(refused(
+                "The token's algorithm is not accepted (RS256 or ES256)",
+            ));
         }
-        let kid = header.kid.ok_or_else(|| refused("The token names no key (kid)"))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| refused("The token names no key (kid)"))?;
         let (alg, key) = self.key(&kid).await?;
         if alg != header.alg {
             return Err(refused("The token's algorithm does not match its key"));
@@ -84,7 +101,11 @@ impl JwtVerifier {
             .claims;
         Ok(Principal {
             actor: format!("sub:{}", claims.sub),
-            scopes: claims.scope.split_whitespace().filter_map(Scope::parse).collect(),
+            scopes: claims
+                .scope
+                .split_whitespace()
+                .filter_map(Scope::parse)
+                .collect(),
             rate_limit: None,
         })
     }
@@ -97,24 +118,46 @@ impl JwtVerifier {
         let may_fetch = jwks.fetched.is_none_or(|at| at.elapsed() >= MIN_REFETCH);
         if (stale || unknown) && may_fetch {
             match self.fetch().await {
-                Ok(keys) => *jwks = Jwks { keys, fetched: Some(Instant::now()) },
+                Ok(keys) => {
+                    *jwks = Jwks {
+                        keys,
+                        fetched: Some(Instant::now()),
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(url = %self.settings.jwks_url, %error, "cannot fetch the JWKS; using the keys already known");
                     jwks.fetched = Some(Instant::now());
                 }
             }
         }
-        jwks.keys.get(kid).cloned().ok_or_else(|| refused("The token's key (kid) is not one of the issuer's"))
+        jwks.keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| refused("The token's key (kid) is not one of the issuer's"))
     }
 
     async fn fetch(&self) -> anyhow::Result<HashMap<String, (Algorithm, DecodingKey)>> {
-        let set: JwkSet = self.http.get(&self.settings.jwks_url).send().await?.error_for_status()?.json().await?;
+        let set: JwkSet = self
+            .http
+            .get(&self.settings.jwks_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else { continue };
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+            else {
+                continue;
+            };
             let alg = match &jwk.algorithm {
                 jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 => Algorithm::ES256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec)
+                    if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
                 _ => continue,
             };
             keys.insert(kid, (alg, key));

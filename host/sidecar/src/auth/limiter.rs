@@ -46,11 +46,17 @@ impl Window {
 
 pub enum Limiter {
     Memory(Mutex<HashMap<String, (u64, u32)>>),
-    Redis { connection: ConnectionManager, namespace: String },
+    Redis {
+        connection: ConnectionManager,
+        namespace: String,
+    },
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl Limiter {
@@ -59,7 +65,10 @@ impl Limiter {
     }
 
     pub fn redis(connection: ConnectionManager, namespace: &str) -> Self {
-        Limiter::Redis { connection, namespace: namespace.to_owned() }
+        Limiter::Redis {
+            connection,
+            namespace: namespace.to_owned(),
+        }
     }
 
     /// Counts one event on `bucket`; `count: false` only looks.
@@ -83,7 +92,10 @@ impl Limiter {
                 }
                 entry.1
             }
-            Limiter::Redis { connection, namespace } => {
+            Limiter::Redis {
+                connection,
+                namespace,
+            } => {
                 let key = format!("{namespace}:ratelimit:{bucket}:{window}");
                 let mut connection = connection.clone();
                 let result: redis::RedisResult<u32> = if count {
@@ -99,7 +111,11 @@ impl Limiter {
                         .await
                         .map(|(n,)| n)
                 } else {
-                    redis::cmd("GET").arg(&key).query_async::<Option<u32>>(&mut connection).await.map(Option::unwrap_or_default)
+                    redis::cmd("GET")
+                        .arg(&key)
+                        .query_async::<Option<u32>>(&mut connection)
+                        .await
+                        .map(Option::unwrap_or_default)
                 };
                 match result {
                     Ok(used) => used,
@@ -110,7 +126,12 @@ impl Limiter {
                 }
             }
         };
-        Window { limit, used, window_secs, reset_secs }
+        Window {
+            limit,
+            used,
+            window_secs,
+            reset_secs,
+        }
     }
 }
 
@@ -126,8 +147,14 @@ mod tests {
         }
         let fourth = limiter.hit("key:a", 3, 60, true).await;
         assert!(fourth.exceeded());
-        assert!(!limiter.hit("key:b", 3, 60, true).await.exceeded(), "buckets are separate");
-        assert!(limiter.hit("key:a", 3, 60, false).await.exceeded(), "looking does not count");
+        assert!(
+            !limiter.hit("key:b", 3, 60, true).await.exceeded(),
+            "buckets are separate"
+        );
+        assert!(
+            limiter.hit("key:a", 3, 60, false).await.exceeded(),
+            "looking does not count"
+        );
         let (policy, state) = fourth.headers("key");
         assert_eq!(policy, "\"key\";q=3;w=60");
         assert!(state.starts_with("\"key\";r=0;t="), "{state}");

@@ -31,7 +31,11 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { enabled: true, default_rate_limit: None, jwt: None }
+        Self {
+            enabled: true,
+            default_rate_limit: None,
+            jwt: None,
+        }
     }
 }
 
@@ -44,8 +48,18 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(settings: AuthSettings, keys: Arc<dyn KeyStore>, limiter: Limiter, timeout: Duration) -> Self {
+    pub fn new(
+        settings: AuthSettings,
+        keys: Arc<dyn KeyStore>,
+        limiter: Limiter,
+        timeout: Duration,
+    ) -> Self {
         let jwt = settings.jwt.clone().map(jwt::JwtVerifier::new);
-        Self { verifier: Verifier::new(keys.clone(), jwt, timeout), settings, keys, limiter }
+        Self {
+            verifier: Verifier::new(keys.clone(), jwt, timeout),
+            settings,
+            keys,
+            limiter,
+        }
     }
 }

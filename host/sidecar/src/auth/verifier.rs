@@ -14,8 +14,8 @@ use orders_access::{Refusal, Scope};
 use super::api_key::{hash_key, looks_like_key};
 use super::clock::now_ms;
 use super::jwt::JwtVerifier;
-use crate::store::keys::{KeyRecord, KeyStore};
 use crate::store::StoreError;
+use crate::store::keys::{KeyRecord, KeyStore};
 
 /// How long a lookup is trusted; a revoked key is refused everywhere within it.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -50,7 +50,14 @@ pub struct Refused {
 
 impl Refused {
     pub fn unauthenticated(presented: bool, message: impl Into<String>) -> Self {
-        Self { refusal: Refusal::Unauthenticated, message: message.into(), scope: None, presented, retry_after_secs: None, rate_headers: None }
+        Self {
+            refusal: Refusal::Unauthenticated,
+            message: message.into(),
+            scope: None,
+            presented,
+            retry_after_secs: None,
+            rate_headers: None,
+        }
     }
 
     fn forbidden(scope: Scope) -> Self {
@@ -84,16 +91,36 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(keys: Arc<dyn KeyStore>, jwt: Option<JwtVerifier>, timeout: Duration) -> Self {
-        Self { keys, jwt, cache: Mutex::default(), touched: Mutex::default(), timeout }
+        Self {
+            keys,
+            jwt,
+            cache: Mutex::default(),
+            touched: Mutex::default(),
+            timeout,
+        }
     }
 
     /// Checks `authorization` (the client's header, as sent) for `needed`.
-    pub async fn verify(&self, authorization: Option<&str>, needed: Scope) -> Result<Result<Principal, Refused>, CheckFailed> {
+    pub async fn verify(
+        &self,
+        authorization: Option<&str>,
+        needed: Scope,
+    ) -> Result<Result<Principal, Refused>, CheckFailed> {
         let Some(header) = authorization.map(str::trim).filter(|h| !h.is_empty()) else {
-            return Ok(Err(Refused::unauthenticated(false, "This operation needs a credential: send Authorization: Bearer <API key>")));
+            return Ok(Err(Refused::unauthenticated(
+                false,
+                "This operation needs a credential: send Authorization: Bearer <API key>",
+            )));
         };
-        let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::trim) else {
-            return Ok(Err(Refused::unauthenticated(true, "Send the credential as Authorization: Bearer <API key>")));
+        let Some(token) = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+        else {
+            return Ok(Err(Refused::unauthenticated(
+                true,
+                "Send the credential as Authorization: Bearer <API key>",
+            )));
         };
         if !looks_like_key(token) {
             return Ok(match &self.jwt {
@@ -102,37 +129,61 @@ impl Verifier {
                     Ok(_) => Err(Refused::forbidden(needed)),
                     Err(refused) => Err(refused),
                 },
-                _ => Err(Refused::unauthenticated(true, "The credential is not a valid API key or token")),
+                _ => Err(Refused::unauthenticated(
+                    true,
+                    "The credential is not a valid API key or token",
+                )),
             });
         }
         let Some(key) = self.lookup(&hash_key(token)).await? else {
-            return Ok(Err(Refused::unauthenticated(true, "The API key is unknown or revoked")));
+            return Ok(Err(Refused::unauthenticated(
+                true,
+                "The API key is unknown or revoked",
+            )));
         };
         if !needed.granted_by(&key.scopes) {
             return Ok(Err(Refused::forbidden(needed)));
         }
         self.touch(&key.id);
-        Ok(Ok(Principal { actor: format!("key:{}", key.id), scopes: key.scopes.clone(), rate_limit: key.rate_limit }))
+        Ok(Ok(Principal {
+            actor: format!("key:{}", key.id),
+            scopes: key.scopes.clone(),
+            rate_limit: key.rate_limit,
+        }))
     }
 
     /// The active key with this hash, from the cache while it is fresh.
     async fn lookup(&self, hash: &str) -> Result<Option<KeyRecord>, CheckFailed> {
         {
             let cache = self.cache.lock().expect("key cache lock");
-            if let Some(cached) = cache.get(hash).filter(|c| c.fetched.elapsed() < KEY_CACHE_TTL) {
+            if let Some(cached) = cache
+                .get(hash)
+                .filter(|c| c.fetched.elapsed() < KEY_CACHE_TTL)
+            {
                 return Ok(cached.key.clone());
             }
         }
         let found = match tokio::time::timeout(self.timeout, self.keys.key_by_hash(hash)).await {
             Ok(Ok(found)) => found.filter(|key| !key.is_revoked()),
             Ok(Err(error)) => return Err(CheckFailed(error)),
-            Err(_) => return Err(CheckFailed(StoreError::Unavailable(format!("the key lookup took longer than {:?}", self.timeout)))),
+            Err(_) => {
+                return Err(CheckFailed(StoreError::Unavailable(format!(
+                    "the key lookup took longer than {:?}",
+                    self.timeout
+                ))));
+            }
         };
         let mut cache = self.cache.lock().expect("key cache lock");
         if cache.len() >= KEY_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(hash.to_owned(), Cached { fetched: Instant::now(), key: found.clone() });
+        cache.insert(
+            hash.to_owned(),
+            Cached {
+                fetched: Instant::now(),
+                key: found.clone(),
+            },
+        );
         Ok(found)
     }
 
@@ -141,7 +192,10 @@ impl Verifier {
         let now = now_ms();
         {
             let mut touched = self.touched.lock().expect("touch lock");
-            if touched.get(key_id).is_some_and(|last| now - last < TOUCH_EVERY_MS) {
+            if touched
+                .get(key_id)
+                .is_some_and(|last| now - last < TOUCH_EVERY_MS)
+            {
                 return;
             }
             if touched.len() >= KEY_CACHE_ENTRIES {
@@ -168,24 +222,47 @@ mod tests {
     async fn a_warm_check_costs_no_store_call_and_its_time_is_printed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys: Arc<dyn KeyStore> = Arc::new(SqliteKeys::open(dir.path()).expect("open"));
-        let created = create_key(&*keys, "bench", vec![Scope::OrdersRead], None, "test").await.expect("create");
+        let created = create_key(&*keys, "bench", vec![Scope::OrdersRead], None, "test")
+            .await
+            .expect("create");
         let verifier = Verifier::new(keys.clone(), None, Duration::from_secs(5));
         let header = format!("Bearer {}", created.text);
-        let granted = verifier.verify(Some(&header), Scope::OrdersRead).await.expect("check").expect("granted");
+        let granted = verifier
+            .verify(Some(&header), Scope::OrdersRead)
+            .await
+            .expect("check")
+            .expect("granted");
         assert_eq!(granted.actor, format!("key:{}", created.record.id));
-        let refused = verifier.verify(Some(&header), Scope::OrdersDelete).await.expect("check").expect_err("refused");
-        assert_eq!((refused.refusal, refused.scope), (Refusal::Forbidden, Some(Scope::OrdersDelete)));
+        let refused = verifier
+            .verify(Some(&header), Scope::OrdersDelete)
+            .await
+            .expect("check")
+            .expect_err("refused");
+        assert_eq!(
+            (refused.refusal, refused.scope),
+            (Refusal::Forbidden, Some(Scope::OrdersDelete))
+        );
         let rounds = 100_000;
         let started = Instant::now();
         for _ in 0..rounds {
-            verifier.verify(Some(&header), Scope::OrdersRead).await.expect("check").expect("granted");
+            verifier
+                .verify(Some(&header), Scope::OrdersRead)
+                .await
+                .expect("check")
+                .expect("granted");
         }
         let per_check = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
         println!("a warm API key check (SHA-256 + cache lookup): {per_check:.2} µs");
         // Revoked in the store: refused once the cache entry is older than its bound.
-        keys.revoke_key(&created.record.id, now_ms()).await.expect("revoke");
+        keys.revoke_key(&created.record.id, now_ms())
+            .await
+            .expect("revoke");
         tokio::time::sleep(KEY_CACHE_TTL).await;
-        let after = verifier.verify(Some(&header), Scope::OrdersRead).await.expect("check").expect_err("revoked");
+        let after = verifier
+            .verify(Some(&header), Scope::OrdersRead)
+            .await
+            .expect("check")
+            .expect_err("revoked");
         assert_eq!(after.refusal, Refusal::Unauthenticated);
     }
 }

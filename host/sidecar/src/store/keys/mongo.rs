@@ -45,7 +45,10 @@ fn optional_i64(document: &Document, field: &str) -> Option<i64> {
 }
 
 fn key_from_document(document: &Document) -> KeyRecord {
-    let scopes = document.get_array("scopes").map(|items| items.iter().filter_map(Bson::as_str).collect::<Vec<_>>()).unwrap_or_default();
+    let scopes = document
+        .get_array("scopes")
+        .map(|items| items.iter().filter_map(Bson::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
     KeyRecord {
         id: document.get_str("_id").unwrap_or_default().to_owned(),
         name: document.get_str("name").unwrap_or_default().to_owned(),
@@ -64,7 +67,9 @@ fn entry_from_document(document: &Document) -> AuditEntry {
         actor: document.get_str("actor").unwrap_or_default().to_owned(),
         operation: document.get_str("operation").unwrap_or_default().to_owned(),
         target: document.get_str("target").ok().map(str::to_owned),
-        status: optional_i64(document, "status").and_then(|n| u16::try_from(n).ok()).unwrap_or_default(),
+        status: optional_i64(document, "status")
+            .and_then(|n| u16::try_from(n).ok())
+            .unwrap_or_default(),
         request_id: document.get_str("request_id").ok().map(str::to_owned),
     }
 }
@@ -76,14 +81,25 @@ impl MongoKeys {
         let unique = |field: &str| {
             IndexModel::builder()
                 .keys(doc! { field: 1 })
-                .options(IndexOptions::builder().name(format!("{field}_unique")).unique(true).build())
+                .options(
+                    IndexOptions::builder()
+                        .name(format!("{field}_unique"))
+                        .unique(true)
+                        .build(),
+                )
                 .build()
         };
         for index in [unique("hash")] {
-            keys.keys().create_index(index).await.map_err(|e| anyhow::anyhow!("cannot create an index of {KEYS}: {e}"))?;
+            keys.keys()
+                .create_index(index)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create an index of {KEYS}: {e}"))?;
         }
         let by_time = IndexModel::builder().keys(doc! { "at_ms": 1 }).build();
-        keys.audit().create_index(by_time).await.map_err(|e| anyhow::anyhow!("cannot create an index of {AUDIT}: {e}"))?;
+        keys.audit()
+            .create_index(by_time)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create an index of {AUDIT}: {e}"))?;
         Ok(keys)
     }
 
@@ -100,7 +116,12 @@ impl MongoKeys {
     }
 
     async fn find_key(&self, filter: Document) -> StoreResult<Vec<KeyRecord>> {
-        let cursor = self.keys().find(filter).sort(doc! { "created_ms": 1, "_id": 1 }).await.map_err(unavailable)?;
+        let cursor = self
+            .keys()
+            .find(filter)
+            .sort(doc! { "created_ms": 1, "_id": 1 })
+            .await
+            .map_err(unavailable)?;
         let documents: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
         Ok(documents.iter().map(key_from_document).collect())
     }
@@ -110,9 +131,17 @@ impl MongoKeys {
 impl KeyStore for MongoKeys {
     async fn create_key(&self, key: &KeyRecord) -> StoreResult<()> {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        match self.names().insert_one(doc! { "_id": &key.name, "key_id": &key.id }).await {
+        match self
+            .names()
+            .insert_one(doc! { "_id": &key.name, "key_id": &key.id })
+            .await
+        {
             Ok(_) => {}
-            Err(error) if is_duplicate_key(&error) => return Err(StoreError::Invalid("an active key already has this name".into())),
+            Err(error) if is_duplicate_key(&error) => {
+                return Err(StoreError::Invalid(
+                    "an active key already has this name".into(),
+                ));
+            }
             Err(error) => return Err(unavailable(error)),
         }
         let mut document = doc! {
@@ -127,14 +156,21 @@ impl KeyStore for MongoKeys {
         }
         if let Err(error) = self.keys().insert_one(document).await {
             // Release the name so a retry can have it.
-            let _ = self.names().delete_one(doc! { "_id": &key.name, "key_id": &key.id }).await;
+            let _ = self
+                .names()
+                .delete_one(doc! { "_id": &key.name, "key_id": &key.id })
+                .await;
             return Err(unavailable(error));
         }
         Ok(())
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
-        let found = self.keys().find_one(doc! { "hash": hash }).await.map_err(unavailable)?;
+        let found = self
+            .keys()
+            .find_one(doc! { "hash": hash })
+            .await
+            .map_err(unavailable)?;
         Ok(found.as_ref().map(key_from_document))
     }
 
@@ -145,24 +181,47 @@ impl KeyStore for MongoKeys {
     async fn revoke_key(&self, id_or_name: &str, at_ms: i64) -> StoreResult<Revoked> {
         let mut found = self.find_key(doc! { "_id": id_or_name }).await?;
         if found.is_empty() {
-            found = self.find_key(doc! { "name": id_or_name, "revoked_ms": { "$exists": false } }).await?;
+            found = self
+                .find_key(doc! { "name": id_or_name, "revoked_ms": { "$exists": false } })
+                .await?;
         }
         let target = match found.len() {
             0 => return Ok(Revoked::NotFound),
             1 => found.remove(0),
-            _ => return Ok(Revoked::Ambiguous(found.into_iter().map(|k| k.id).collect())),
+            _ => {
+                return Ok(Revoked::Ambiguous(
+                    found.into_iter().map(|k| k.id).collect(),
+                ));
+            }
         };
         self.keys()
-            .update_one(doc! { "_id": &target.id, "revoked_ms": { "$exists": false } }, doc! { "$set": { "revoked_ms": at_ms } })
+            .update_one(
+                doc! { "_id": &target.id, "revoked_ms": { "$exists": false } },
+                doc! { "$set": { "revoked_ms": at_ms } },
+            )
             .await
             .map_err(unavailable)?;
-        self.names().delete_one(doc! { "_id": &target.name, "key_id": &target.id }).await.map_err(unavailable)?;
-        let after = self.find_key(doc! { "_id": &target.id }).await?.pop().ok_or_else(|| unavailable("the key vanished while being revoked"))?;
+        self.names()
+            .delete_one(doc! { "_id": &target.name, "key_id": &target.id })
+            .await
+            .map_err(unavailable)?;
+        let after = self
+            .find_key(doc! { "_id": &target.id })
+            .await?
+            .pop()
+            .ok_or_else(|| unavailable("the key vanished while being revoked"))?;
         Ok(Revoked::Done(after))
     }
 
     async fn touch_key(&self, id: &str, at_ms: i64) -> StoreResult<()> {
-        self.keys().update_one(doc! { "_id": id }, doc! { "$set": { "last_used_ms": at_ms } }).await.map(drop).map_err(unavailable)
+        self.keys()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "last_used_ms": at_ms } },
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
@@ -178,7 +237,11 @@ impl KeyStore for MongoKeys {
         if let Some(request_id) = &entry.request_id {
             document.insert("request_id", request_id);
         }
-        self.audit().insert_one(document).await.map(drop).map_err(unavailable)
+        self.audit()
+            .insert_one(document)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn audit_since(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {

@@ -39,7 +39,8 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 ";
 
-const KEY_COLUMNS: &str = "id, name, hash, scopes, rate_limit, created_ms, last_used_ms, revoked_ms";
+const KEY_COLUMNS: &str =
+    "id, name, hash, scopes, rate_limit, created_ms, last_used_ms, revoked_ms";
 
 pub struct SqliteKeys {
     db: DurableSqlite,
@@ -66,7 +67,9 @@ fn key_from_row(row: &Row) -> rusqlite::Result<KeyRecord> {
 impl SqliteKeys {
     /// Opens (creating if needed) `data_dir/auth.sqlite3`.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        Ok(Self { db: DurableSqlite::open(data_dir, "auth.sqlite3", SCHEMA)? })
+        Ok(Self {
+            db: DurableSqlite::open(data_dir, "auth.sqlite3", SCHEMA)?,
+        })
     }
 }
 
@@ -93,7 +96,13 @@ impl KeyStore for SqliteKeys {
             })
             .await
             .map_err(|e| unavailable(e.0))?;
-        if inserted { Ok(()) } else { Err(StoreError::Invalid("an active key already has this name".into())) }
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(
+                "an active key already has this name".into(),
+            ))
+        }
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
@@ -101,7 +110,9 @@ impl KeyStore for SqliteKeys {
         self.db
             .run(move |connection| {
                 connection
-                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"))?
+                    .prepare_cached(&format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
+                    ))?
                     .query_row([hash], key_from_row)
                     .optional()
             })
@@ -112,7 +123,9 @@ impl KeyStore for SqliteKeys {
     async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.db
             .run(|connection| {
-                let mut statement = connection.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms, rowid"))?;
+                let mut statement = connection.prepare(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms, rowid"
+                ))?;
                 statement.query_map([], key_from_row)?.collect()
             })
             .await
@@ -154,7 +167,12 @@ impl KeyStore for SqliteKeys {
         let id = id.to_owned();
         self.db
             .run(move |connection| {
-                connection.execute("UPDATE api_keys SET last_used_ms = ?2 WHERE id = ?1", params![id, at_ms]).map(drop)
+                connection
+                    .execute(
+                        "UPDATE api_keys SET last_used_ms = ?2 WHERE id = ?1",
+                        params![id, at_ms],
+                    )
+                    .map(drop)
             })
             .await
             .map_err(|e| unavailable(e.0))
