@@ -107,7 +107,8 @@ fn doc_write(method: &Method, path: &str) -> Option<DocWrite> {
 /// The layer: lets internal calls (no scope header) and public ones through,
 /// checks everything else, then audits what was written.
 pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
+    let headers = request.headers().clone();
+    let headers = &headers;
     let Some(access) = header_text(headers, SCOPE_HEADER) else {
         // A call of the sidecar's own tools, with the sidecar token only.
         return next.run(request).await;
@@ -136,7 +137,7 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
                     .await;
                 if window.used >= FAILED_AUTH_LIMIT {
                     let message = "Too many failed authentications from this address; retry later";
-                    return refusal_response(&rate_limited(message, window, "failed-auth"));
+                    return drained(request, refusal_response(&rate_limited(message, window, "failed-auth"))).await;
                 }
             }
             let principal = match auth
@@ -154,9 +155,9 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
                             .hit(bucket, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, true)
                             .await;
                     }
-                    return refusal_response(&refused);
+                    return drained(request, refusal_response(&refused)).await;
                 }
-                Err(failed) => return ApiFailure::from(failed.0).into_response(),
+                Err(failed) => return drained(request, ApiFailure::from(failed.0).into_response()).await,
             };
             let limit = principal.rate_limit.or(auth.settings.default_rate_limit);
             if let (Some(limit), true) = (limit, headers.contains_key(COUNT_HEADER)) {
@@ -166,7 +167,7 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
                         "This credential's rate limit of {limit} requests per second is spent; retry after {} s",
                         window.reset_secs
                     );
-                    return refusal_response(&rate_limited(&message, window, "credential"));
+                    return drained(request, refusal_response(&rate_limited(&message, window, "credential"))).await;
                 }
             }
             principal
@@ -181,6 +182,14 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
         }
         _ => response,
     }
+}
+
+/// Reads what is left of a refused request's body first (bounded): an HTTP/1
+/// client still sending it would otherwise see its connection reset instead
+/// of the answer.
+async fn drained(request: Request, response: Response) -> Response {
+    let _ = axum::body::to_bytes(request.into_body(), 1 << 20).await;
+    response
 }
 
 /// Records an accepted write; a replayed create (200, not 201) created nothing.
