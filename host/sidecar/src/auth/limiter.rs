@@ -98,7 +98,8 @@ impl Limiter {
             } => {
                 let key = format!("{namespace}:ratelimit:{bucket}:{window}");
                 let mut connection = connection.clone();
-                let result: redis::RedisResult<u32> = if count {
+                let call = async {
+                    if count {
                     redis::pipe()
                         .atomic()
                         .cmd("INCR")
@@ -116,7 +117,12 @@ impl Limiter {
                         .query_async::<Option<u32>>(&mut connection)
                         .await
                         .map(Option::unwrap_or_default)
+                    }
                 };
+                // A counter that does not answer promptly must not hold the request up.
+                let result = tokio::time::timeout(std::time::Duration::from_millis(200), call)
+                    .await
+                    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out after 200 ms"))));
                 match result {
                     Ok(used) => used,
                     Err(error) => {
