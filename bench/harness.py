@@ -297,11 +297,17 @@ class CpuWatch:
 
 # --------------------------------------------------------------------------- HTTP and metrics
 
+def auth_headers():
+    """The API key of the system under test (ORDERS_API_KEY, set by start_system; the peers ignore it)."""
+    key = os.environ.get("ORDERS_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def http_get(base, path, timeout=5.0):
     host, port = base.replace("http://", "").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=auth_headers())
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -333,7 +339,7 @@ def warm_reads(base, ids, concurrency=16):
         failures = 0
         for order_id in chunk:
             try:
-                connection.request("GET", f"/orders/{order_id}")
+                connection.request("GET", f"/orders/{order_id}", headers=auth_headers())
                 response = connection.getresponse()
                 response.read()
                 failures += response.status != 200
@@ -692,6 +698,13 @@ class Bench:
             raise ValueError(system)
         service.start()
         services.append(service)
+        # Our systems need an API key (issue 12); wrk, users.py and the probes send it.
+        os.environ.pop("ORDERS_API_KEY", None)
+        if system in ("ours", "ours-embedded", "spin"):
+            store = ["--data-dir", str(data_dir if system != "spin" else self.run_dir / "spin-data")]
+            if system != "ours-embedded":
+                store += ["--mongo-uri", mongo_uri, "--mongo-database", database]
+            os.environ["ORDERS_API_KEY"] = self.create_key(store)
         base = service.match.group(1) if service.match else service.base
         self.probe_id = ids[0]
         first_200 = wait_for_200(base, f"/orders/{ids[0]}", timeout=60, process=service.process)
@@ -710,6 +723,13 @@ class Bench:
         for svc in services:
             pids.extend(process_tree(svc.pid))
         return services, base, sorted(set(pids)), ready_s
+
+    def create_key(self, store_args):
+        """An admin key in the store of the system just started (`orders keys create`, last line)."""
+        name = "bench-" + os.urandom(4).hex()
+        out = subprocess.run([str(self.orders_bin), "keys", "create", "--name", name, "--scopes", "admin"] + store_args,
+                             check=True, capture_output=True, text=True, env=clean_env(ORDERS_LOG="warn"), timeout=60).stdout
+        return out.strip().splitlines()[-1]
 
     def stop_services(self, services):
         for service in reversed(services):

@@ -52,6 +52,10 @@ def order_body():
     }).encode()
 
 
+# The system's API key (ORDERS_API_KEY), sent by every user like a real client.
+AUTHORIZATION = f"Authorization: Bearer {os.environ['ORDERS_API_KEY']}\r\n" if os.environ.get("ORDERS_API_KEY") else ""
+
+
 class Connection:
     """One user's keep-alive HTTP/1.1 connection: just enough client for
     JSON over loopback (Content-Length or chunked bodies), cheap per request."""
@@ -70,7 +74,7 @@ class Connection:
         reused = self.writer is not None
         if not reused:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n{AUTHORIZATION}"
         if body:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)

@@ -62,8 +62,8 @@ fn stored(events: &[SseEvent]) -> Vec<&SseEvent> {
 }
 
 /// Everything a client sees of one bundle, checked against the scenario.
-async fn run_scenario(base: &str, files: &FileServer, data_dir: &std::path::Path) {
-    let client = BundleClient::new(base);
+async fn run_scenario(base: &str, key: Option<&str>, files: &FileServer, data_dir: &std::path::Path) {
+    let client = BundleClient::new(base, key);
     let cases = scenario(files);
     let urls: Vec<String> = cases.iter().map(|c| c.url.clone()).collect();
     let id = client.create(&urls).await.unwrap();
@@ -138,8 +138,8 @@ async fn run_scenario(base: &str, files: &FileServer, data_dir: &std::path::Path
     assert_eq!(client.get(&expired).await.unwrap().status(), 410);
 }
 
-async fn check_bad_input(base: &str) {
-    let client = BundleClient::new(base);
+async fn check_bad_input(base: &str, key: Option<&str>) {
+    let client = BundleClient::new(base, key);
     for page in ["/", "/bundles/new"] {
         let response = client.get(page).await.unwrap();
         assert_eq!(response.status(), 200, "{page}");
@@ -165,8 +165,8 @@ async fn check_bad_input(base: &str) {
 }
 
 /// 10 files of 1 MiB, from POST to the zip in hand.
-async fn time_ten_mib(base: &str, files: &FileServer) -> Duration {
-    let client = BundleClient::new(base);
+async fn time_ten_mib(base: &str, key: Option<&str>, files: &FileServer) -> Duration {
+    let client = BundleClient::new(base, key);
     let urls: Vec<String> = (0..10).map(|i| files.url(&format!("/fast/file-{i}.bin?bytes={MIB}"))).collect();
     let started = Instant::now();
     let id = client.create(&urls).await.unwrap();
@@ -183,9 +183,9 @@ async fn time_ten_mib(base: &str, files: &FileServer) -> Duration {
 async fn bundles_on_the_embedded_default() {
     let files = FileServer::start().await;
     let product = Product::up(ORDERS, &Backends { extra_env: bundle_env(&files), ..Backends::default() }).unwrap();
-    check_bad_input(&product.url).await;
-    run_scenario(&product.url, &files, &product.data_dir).await;
-    let elapsed = time_ten_mib(&product.url, &files).await;
+    check_bad_input(&product.url, product.admin_key.as_deref()).await;
+    run_scenario(&product.url, product.admin_key.as_deref(), &files, &product.data_dir).await;
+    let elapsed = time_ten_mib(&product.url, product.admin_key.as_deref(), &files).await;
     println!("bundle of 10 x 1 MiB, embedded default: {} ms end to end", elapsed.as_millis());
     let metrics = reqwest::get(format!("{}/metrics", product.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("orders_bundle_jobs_total{outcome=\"ready\"} 2"), "{metrics}");
@@ -204,8 +204,8 @@ async fn bundles_on_mongodb_and_redis() {
         extra_env: bundle_env(&files),
     };
     let product = Product::up(ORDERS, &backends).unwrap();
-    run_scenario(&product.url, &files, &product.data_dir).await;
-    let elapsed = time_ten_mib(&product.url, &files).await;
+    run_scenario(&product.url, product.admin_key.as_deref(), &files, &product.data_dir).await;
+    let elapsed = time_ten_mib(&product.url, product.admin_key.as_deref(), &files).await;
     println!("bundle of 10 x 1 MiB, MongoDB + Redis: {} ms end to end", elapsed.as_millis());
     // The queue and the events really are in Redis.
     let mut connection = redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
@@ -221,7 +221,7 @@ async fn a_job_whose_worker_is_killed_still_completes() {
     env.push(("ORDERS_BUNDLE_CLAIM_TIMEOUT_MS".into(), "2000".into()));
     let backends = Backends { extra_env: env, ..Backends::default() };
     let mut product = Product::up(ORDERS, &backends).unwrap();
-    let client = BundleClient::new(&product.url);
+    let client = BundleClient::new(&product.url, product.admin_key.as_deref());
     let urls = vec![files.url(&format!("/slow/big.bin?bytes={MIB}&ms=4000")), files.url("/fast/small.txt?bytes=999")];
     let id = client.create(&urls).await.unwrap();
     // Wait until the worker is mid-download, then kill the whole process.
@@ -234,7 +234,7 @@ async fn a_job_whose_worker_is_killed_still_completes() {
 
     let data_dir = product.data_dir.clone();
     let restarted = Product::up_in(ORDERS, &backends, &data_dir, "127.0.0.1:0").unwrap();
-    let client = BundleClient::new(&restarted.url);
+    let client = BundleClient::new(&restarted.url, restarted.admin_key.as_deref());
     let events = client.follow(&id, None, Duration::from_secs(60), |_| false).await.unwrap();
     let attempts: Vec<&Value> = events.iter().filter(|e| e.event == "started").map(|e| &e.data["attempt"]).collect();
     assert_eq!(attempts, [&json!(1), &json!(2)], "the job ran again after the kill");
@@ -251,7 +251,7 @@ async fn a_job_whose_worker_is_killed_still_completes() {
 async fn nginx_checks_links_streams_events_and_serves_the_zip() {
     let files = FileServer::start().await;
     let cluster = Cluster::start(ORDERS, 2, &Backends { extra_env: bundle_env(&files), ..Backends::default() }).unwrap();
-    let client = BundleClient::new(&cluster.url);
+    let client = BundleClient::new(&cluster.url, cluster.admin_key.as_deref());
     let urls = vec![files.url(&format!("/slow/a.bin?bytes={}&ms=1500", 300_000)), files.url("/fast/b.bin?bytes=4000")];
     let id = client.create(&urls).await.unwrap();
     let events = client.follow(&id, None, Duration::from_secs(60), |_| false).await.unwrap();
@@ -294,6 +294,7 @@ async fn the_bundle_page_in_a_real_browser() {
     let output = tokio::process::Command::new("node")
         .arg(browser_dir.join("bundle-e2e.mjs"))
         .env("BASE_URL", &product.url)
+        .env("API_KEY", product.admin_key.as_deref().expect("admin key"))
         .env("BUNDLE_URLS", serde_json::to_string(&urls).unwrap())
         .env("OUT_DIR", &out_dir)
         .env("TIMEOUT_MS", "90000")

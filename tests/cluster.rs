@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use orders_testkit::contract::{self, Api, sample_order};
+use orders_testkit::contract::{self, sample_order};
 use orders_testkit::process::signal;
 use orders_testkit::product::{Backends, Cluster};
 
@@ -17,14 +17,14 @@ async fn cluster_of_three_lists_its_processes_and_passes_the_contract() {
     let count = |role: &str| processes.iter().filter(|(r, _, _)| r == role).count();
     assert_eq!((count("nginx"), count("instance"), count("sidecar")), (1, 3, 1), "{processes:?}");
     assert!(processes.iter().all(|(_, pid, address)| *pid > 0 && address.starts_with("127.0.0.1:")), "{processes:?}");
-    let checks = contract::run(&cluster.url).await;
+    let checks = contract::run(&cluster.api()).await;
     assert!(checks >= 150);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_an_instance_mid_run_fails_no_get() {
     let cluster = Cluster::start(ORDERS, 3, &Backends::default()).expect("orders cluster");
-    let api = Api::new(&cluster.url);
+    let api = cluster.api();
     let mut ids = Vec::new();
     for n in 0..20 {
         let created = api.create(&sample_order(&format!("kill-{n}"))).await;
@@ -65,5 +65,5 @@ async fn killing_an_instance_mid_run_fails_no_get() {
     assert!(served > 100, "only {served} GETs were served");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "failed GETs: {:?}", failures.lock().expect("lock"));
     // The contract still holds on the two instances left.
-    contract::run(&cluster.url).await;
+    contract::run(&cluster.api()).await;
 }

@@ -1,4 +1,4 @@
-//! The components' own unit tests (validation rules, ETag and paging
+//! The components' own unit tests (validation rules, ETag and paging, the audit query, the client address
 //! parsing, bundle URLs and state, the bundle page's CSP) run natively: the
 //! crates are plain Rust over spin-sdk types, so they compile for the host as
 //! well as for wasm32-wasip2.
@@ -9,7 +9,7 @@ use std::process::Command;
 fn shared_component_library_unit_tests_pass() {
     let host = env!("ORDERS_HOST_TRIPLE");
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--release", "-p", "orders-common", "-p", "bundles-create", "-p", "bundles-page", "--target", host])
+        .args(["test", "--release", "-p", "orders-common", "-p", "bundles-create", "-p", "bundles-page", "-p", "audit", "--target", host])
         .current_dir(orders_testkit::repo_root().join("functions"))
         .env_remove("CARGO_TARGET_DIR")
         .output()

@@ -10,7 +10,7 @@ const ORDERS: &str = env!("CARGO_BIN_EXE_orders");
 #[tokio::test(flavor = "multi_thread")]
 async fn contract_passes_on_embedded_defaults() {
     let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
-    let checks = contract::run(&product.url).await;
+    let checks = contract::run(&product.api()).await;
     assert!(checks >= 150, "only {checks} checks ran");
 }
 
@@ -25,7 +25,7 @@ async fn contract_passes_on_mongodb_and_redis() {
         ..Backends::default()
     };
     let product = Product::up(ORDERS, &backends).expect("orders up on MongoDB + Redis");
-    let checks = contract::run(&product.url).await;
+    let checks = contract::run(&product.api()).await;
     assert!(checks >= 150, "only {checks} checks ran");
 }
 
@@ -34,10 +34,11 @@ async fn seed_fills_the_store_through_the_api() {
     let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
     let output = std::process::Command::new(ORDERS)
         .args(["seed", "120", "--url", &product.url])
+        .env("ORDERS_API_KEY", product.admin_key.as_deref().expect("admin key"))
         .output()
         .expect("orders seed");
     assert!(output.status.success(), "{output:?}");
-    let page = contract::Api::new(&product.url).get("/orders?limit=1000").await;
+    let page = product.api().get("/orders?limit=1000").await;
     let orders = page.body["orders"].as_array().cloned().unwrap_or_default();
     assert_eq!(orders.len(), 120);
     assert!(orders.iter().all(|o| o["quantity"].as_i64().is_some_and(|q| (1..=500).contains(&q))));

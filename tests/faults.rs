@@ -41,7 +41,7 @@ async fn redis_outage_keeps_the_api_serving_without_stale_reads_after_recovery()
     let mut redis = RedisServer::start().expect("redis");
     let backends = Backends { redis_url: Some(redis.url.clone()), ..Backends::default() };
     let product = Product::up(ORDERS, &backends).expect("orders up");
-    let api = Api::new(&product.url);
+    let api = product.api();
     let id = api.create(&sample_order("redis")).await.body["order"]["_id"].as_str().expect("id").to_owned();
     let path = format!("/orders/{id}");
     assert_eq!(api.get(&path).await.status, StatusCode::OK);
@@ -97,7 +97,7 @@ fn redis_pid(redis: &RedisServer) -> u32 {
 async fn acknowledged_orders_survive_kill_9_on_the_embedded_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut product = Product::up_in(ORDERS, &Backends::default(), dir.path(), "127.0.0.1:0").expect("orders up");
-    let api = Api::new(&product.url);
+    let api = product.api();
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..8)
         .map(|worker| {
@@ -128,7 +128,7 @@ async fn acknowledged_orders_survive_kill_9_on_the_embedded_store() {
     assert!(acknowledged.len() > 20, "only {} writes before the kill", acknowledged.len());
 
     let restarted = Product::up_in(ORDERS, &Backends::default(), dir.path(), "127.0.0.1:0").expect("restart");
-    let api = Api::new(&restarted.url);
+    let api = restarted.api();
     let mut lost = Vec::new();
     for id in &acknowledged {
         if api.get(&format!("/orders/{id}")).await.status != StatusCode::OK {
@@ -143,7 +143,7 @@ async fn dead_store_answers_503_fast_applies_nothing_and_recovers() {
     let mut mongo = MongoServer::start().expect("MongoDB-wire server");
     let backends = Backends { mongo_uri: Some(mongo.uri.clone()), mongo_database: Some("faults".into()), ..Backends::default() };
     let product = Product::up(ORDERS, &backends).expect("orders up");
-    let api = Api::new(&product.url);
+    let api = product.api();
     let before = api.get("/orders?limit=1000").await.body["orders"].as_array().map(Vec::len).unwrap_or(0);
 
     // Stopped, the server answers nothing on its port until it restarts.
@@ -186,7 +186,7 @@ async fn small_pool_under_a_flood_queues_or_sheds_and_never_leaks() {
         ..Backends::default()
     };
     let product = Product::up(ORDERS, &backends).expect("orders up with a pool of 2");
-    let api = Api::new(&product.url);
+    let api = product.api();
     let id = api.create(&sample_order("pool")).await.body["order"]["_id"].as_str().expect("id").to_owned();
     // 2,000 requests, 500 in flight at a time, against 2 connections.
     let answers: Vec<_> = futures::stream::iter((0..2000).map(|n| {
@@ -245,9 +245,9 @@ async fn an_empty_database_is_initialised_and_a_second_start_is_fine() {
     let backends = Backends { mongo_uri: Some(mongo.uri.clone()), mongo_database: Some("fresh".into()), ..Backends::default() };
     let id = {
         let product = Product::up(ORDERS, &backends).expect("first start on an empty database");
-        let api = Api::new(&product.url);
+        let api = product.api();
         api.create(&sample_order("first")).await.body["order"]["_id"].as_str().expect("id").to_owned()
     };
     let product = Product::up(ORDERS, &backends).expect("second start");
-    assert_eq!(Api::new(&product.url).get(&format!("/orders/{id}")).await.status, StatusCode::OK);
+    assert_eq!(product.api().get(&format!("/orders/{id}")).await.status, StatusCode::OK);
 }

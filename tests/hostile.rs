@@ -212,7 +212,7 @@ async fn a_stream_flood_past_max_streams_is_shed_while_the_api_answers() {
         ..Backends::default()
     };
     let mut product = Product::up(ORDERS, &backends).expect("orders up");
-    let api = Api::new(&product.url);
+    let api = product.api();
     let events_client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -245,7 +245,7 @@ async fn a_stream_flood_past_max_streams_is_shed_while_the_api_answers() {
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
 
     // A real bundle, so its event stream stays open.
-    let bundles = BundleClient::new(&product.url);
+    let bundles = BundleClient::new(&product.url, product.admin_key.as_deref());
     let id = bundles
         .create(&[files.url("/fast/banner.png?bytes=2000")])
         .await
@@ -382,7 +382,7 @@ async fn two_thousand_slowloris_connections_do_not_stop_the_api() {
         },
     )
     .expect("orders up");
-    let api = Api::new(&product.url);
+    let api = product.api();
     let address: SocketAddr = product
         .url
         .trim_start_matches("http://")
@@ -436,6 +436,7 @@ async fn two_thousand_slowloris_connections_do_not_stop_the_api() {
             .timeout(Duration::from_secs(5))
             .build()
             .expect("client"),
+        key: api.key.clone(),
     };
     let loop_stop = Arc::new(AtomicBool::new(false));
     let health_loop = tokio::spawn(get_loop(fresh.clone(), "/healthz", loop_stop.clone()));

@@ -83,7 +83,7 @@ async fn every_ssrf_form_is_refused_through_redirects_and_names() {
     let mut urls: Vec<String> = cases.iter().map(|(url, _)| url.clone()).collect();
     urls.push(files.url("/fast/the-one-good-file.bin?bytes=1000"));
 
-    let client = BundleClient::new(&product.url);
+    let client = BundleClient::new(&product.url, product.admin_key.as_deref());
     let started = Instant::now();
     let events = run_bundle(&client, &urls, Duration::from_secs(60)).await;
     let failed = failures(&events);
@@ -116,7 +116,7 @@ async fn finished_bundle(client: &BundleClient, files: &FileServer, data_dir: &P
 async fn a_link_is_spent_by_delivery_not_by_a_failed_attempt() {
     let files = FileServer::start().await;
     let product = Product::up(ORDERS, &backends(&files, &[])).unwrap();
-    let client = BundleClient::new(&product.url);
+    let client = BundleClient::new(&product.url, product.admin_key.as_deref());
     let (link, blob) = finished_bundle(&client, &files, &product.data_dir, 300_000).await;
     let aside = blob.with_extension("aside");
 
@@ -229,7 +229,7 @@ async fn drips_deadlines_and_retries_are_bounded() {
         ]),
     )
     .unwrap();
-    let client = BundleClient::new(&product.url);
+    let client = BundleClient::new(&product.url, product.admin_key.as_deref());
     let mut urls = vec![
         // 100 bytes/s: below the floor.
         files.url("/drip/trickle.bin?bytes=100000&every_ms=100&chunk=10"),
@@ -284,7 +284,7 @@ async fn secrets_and_customer_data_are_private_on_disk() {
     // As an older version or a loose umask would have left it.
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let product = Product::up_in(ORDERS, &backends(&files, &[]), &data_dir, "127.0.0.1:0").unwrap();
-    let client = BundleClient::new(&product.url);
+    let client = BundleClient::new(&product.url, product.admin_key.as_deref());
     finished_bundle(&client, &files, &data_dir, 1000).await;
     assert_eq!(mode(&data_dir), 0o700);
     assert_eq!(mode(&data_dir.join("download-secret")), 0o600);

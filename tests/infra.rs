@@ -322,7 +322,8 @@ async fn nginx_production_config_in_front_of_the_product() {
     wait_for_port(port, &mut process, &error_log);
 
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    // The admin key: every orders route needs one (issue 12).
+    let client = orders_testkit::contract::client_with_key(product.admin_key.as_deref(), Some(Duration::from_secs(30)));
     let get = |path: &str, headers: &[(&str, &str)]| {
         let mut request = client.get(format!("{base}{path}"));
         for (name, value) in headers {
@@ -1040,7 +1041,8 @@ fn dashboard_queries_parse_as_promql() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_queries_only_metrics_the_product_exports() {
     let product = Product::up(env!("CARGO_BIN_EXE_orders"), &Backends::default()).expect("orders up");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    // The admin key: every orders route needs one (issue 12).
+    let client = orders_testkit::contract::client_with_key(product.admin_key.as_deref(), Some(Duration::from_secs(30)));
     let base = product.url.trim_end_matches('/');
 
     // Traffic through every function the dashboard looks at.

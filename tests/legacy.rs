@@ -471,7 +471,7 @@ async fn legacy_documents_on_mongodb_are_served_migrated_and_exported() {
         ..Backends::default()
     };
     let product = Product::up(ORDERS, &backends).expect("orders up on the old database");
-    let api = Api::new(&product.url);
+    let api = product.api();
     serves_and_updates_legacy_orders(&api, &ids).await;
 
     migrates_exactly_what_it_finds(data_dir.path(), &env, &ids, 1);
@@ -570,7 +570,7 @@ async fn legacy_documents_imported_into_the_embedded_store_behave_the_same() {
 
     let mut product = Product::up_in(ORDERS, &Backends::default(), data_dir.path(), "127.0.0.1:0")
         .expect("orders up");
-    let api = Api::new(&product.url);
+    let api = product.api();
     serves_and_updates_legacy_orders(&api, &ids).await;
     product.process.stop();
 
@@ -578,7 +578,7 @@ async fn legacy_documents_imported_into_the_embedded_store_behave_the_same() {
     migrates_exactly_what_it_finds(data_dir.path(), &[], &ids, 0);
     let product = Product::up_in(ORDERS, &Backends::default(), data_dir.path(), "127.0.0.1:0")
         .expect("orders up again");
-    served_after_migration(&Api::new(&product.url), &ids).await;
+    served_after_migration(&product.api(), &ids).await;
 
     // A re-import keeps what the API and the migration changed, and brings
     // back only the order deleted through the API (idempotent by `_id`).

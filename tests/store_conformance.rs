@@ -793,3 +793,106 @@ mod events {
         ]
     }
 }
+
+// ---- API keys and the audit trail: one suite, both stores ----
+
+mod keys {
+    use std::sync::Arc;
+
+    use orders_access::Scope;
+    use orders_sidecar::auth::api_key::{create_key, hash_key};
+    use orders_sidecar::store::keys::mongo::MongoKeys;
+    use orders_sidecar::store::keys::sqlite::SqliteKeys;
+    use orders_sidecar::store::keys::{AuditEntry, KeyStore, Revoked};
+    use orders_testkit::services::MongoServer;
+
+    macro_rules! on_both_key_stores {
+        ($($case:ident),* $(,)?) => {
+            mod sqlite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $case() {
+                        let dir = tempfile::tempdir().expect("tempdir");
+                        super::$case(Arc::new(SqliteKeys::open(dir.path()).expect("open"))).await;
+                    }
+                )*
+            }
+            mod mongodb {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $case() {
+                        let server = MongoServer::start().expect("MongoDB-wire server");
+                        let store = super::super::mongo_store(&server.uri, stringify!($case)).await;
+                        super::$case(Arc::new(MongoKeys::open(store.database().clone()).await.expect("keys"))).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    async fn a_key_is_found_by_the_hash_of_its_text_only(keys: Arc<dyn KeyStore>) {
+        let created = create_key(&*keys, "ci", vec![Scope::OrdersRead, Scope::Bundles], Some(25), "cli").await.expect("create");
+        let found = keys.key_by_hash(&hash_key(&created.text)).await.expect("lookup").expect("found");
+        assert_eq!(found, created.record);
+        assert_eq!((found.scopes.clone(), found.rate_limit), (vec![Scope::OrdersRead, Scope::Bundles], Some(25)));
+        assert_ne!(found.hash, created.text);
+        assert_eq!(keys.key_by_hash(&hash_key("ordk_other")).await.expect("lookup"), None);
+        assert_eq!(keys.key_by_hash(&created.text).await.expect("lookup"), None, "the text itself is not a lookup key");
+    }
+
+    async fn names_are_unique_among_active_keys(keys: Arc<dyn KeyStore>) {
+        let first = create_key(&*keys, "deploy", vec![Scope::Admin], None, "cli").await.expect("create");
+        assert!(create_key(&*keys, "deploy", vec![Scope::OrdersRead], None, "cli").await.is_err());
+        assert!(matches!(keys.revoke_key("deploy", 5).await.expect("revoke"), Revoked::Done(k) if k.id == first.record.id && k.revoked_ms == Some(5)));
+        let second = create_key(&*keys, "deploy", vec![Scope::OrdersRead], None, "cli").await.expect("the name is free again");
+        let mut listed: Vec<(String, bool)> = keys.list_keys().await.expect("list").iter().map(|k| (k.id.clone(), k.is_revoked())).collect();
+        listed.sort();
+        let mut expected = vec![(first.record.id.clone(), true), (second.record.id.clone(), false)];
+        expected.sort();
+        assert_eq!(listed, expected);
+        // Revoking by name finds the active one; by id, either; twice is harmless.
+        assert!(matches!(keys.revoke_key(&second.record.id, 9).await.expect("revoke"), Revoked::Done(_)));
+        assert!(matches!(keys.revoke_key(&second.record.id, 11).await.expect("revoke"), Revoked::Done(k) if k.revoked_ms == Some(9)));
+        assert_eq!(keys.revoke_key("deploy", 12).await.expect("revoke"), Revoked::NotFound);
+        assert_eq!(keys.revoke_key("nobody", 12).await.expect("revoke"), Revoked::NotFound);
+        let revoked = keys.key_by_hash(&hash_key(&second.text)).await.expect("lookup").expect("still stored");
+        assert!(revoked.is_revoked());
+    }
+
+    async fn use_is_recorded(keys: Arc<dyn KeyStore>) {
+        let created = create_key(&*keys, "touched", vec![Scope::OrdersRead], None, "cli").await.expect("create");
+        assert_eq!(created.record.last_used_ms, None);
+        keys.touch_key(&created.record.id, 1234).await.expect("touch");
+        assert_eq!(keys.key_by_hash(&created.record.hash).await.expect("lookup").expect("key").last_used_ms, Some(1234));
+    }
+
+    async fn the_audit_trail_is_read_in_order_from_a_time(keys: Arc<dyn KeyStore>) {
+        for (at_ms, target) in [(100, "a"), (200, "b"), (200, "c"), (300, "d")] {
+            keys.append_audit(&AuditEntry {
+                at_ms,
+                actor: "key:key_1".into(),
+                operation: "order.update".into(),
+                target: Some(target.into()),
+                status: 200,
+                request_id: (target != "d").then(|| format!("req-{target}")),
+            })
+            .await
+            .expect("append");
+        }
+        let targets = |entries: Vec<AuditEntry>| entries.into_iter().map(|e| e.target.unwrap_or_default()).collect::<Vec<_>>();
+        assert_eq!(targets(keys.audit_since(0, 100).await.expect("read")), ["a", "b", "c", "d"]);
+        assert_eq!(targets(keys.audit_since(200, 100).await.expect("read")), ["b", "c", "d"]);
+        assert_eq!(targets(keys.audit_since(0, 2).await.expect("read")), ["a", "b"]);
+        let last = keys.audit_since(300, 1).await.expect("read").pop().expect("entry");
+        assert_eq!((last.request_id, last.status, last.actor.as_str()), (None, 200, "key:key_1"));
+    }
+
+    on_both_key_stores!(
+        a_key_is_found_by_the_hash_of_its_text_only,
+        names_are_unique_among_active_keys,
+        use_is_recorded,
+        the_audit_trail_is_read_in_order_from_a_time,
+    );
+}

@@ -40,6 +40,11 @@ function M.order_body()
 end
 
 M.json_headers = { ["Content-Type"] = "application/json" }
+-- The API key of the system under test (issue 12), on every request.
+local api_key = os.getenv("ORDERS_API_KEY")
+if api_key and api_key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. api_key
+end
 
 -- Installs init() and, with a rate, delay() in the calling script's globals.
 function M.setup_thread_state(on_init)

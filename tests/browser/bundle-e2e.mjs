@@ -3,7 +3,7 @@
 // fill the form, watch the live progress, download the zip once, and check
 // that the link then refuses a second download.
 //
-//   BASE_URL=http://127.0.0.1:3000 BUNDLE_URLS='["http://…/a.jpg", …]' OUT_DIR=/tmp/out \
+//   BASE_URL=http://127.0.0.1:3000 API_KEY=ordk_… BUNDLE_URLS='["http://…/a.jpg", …]' OUT_DIR=/tmp/out \
 //     [TIMEOUT_MS=120000] [CHROMIUM=/usr/bin/chromium] node tests/browser/bundle-e2e.mjs
 //
 // Writes OUT_DIR/bundle.zip, OUT_DIR/bundle-page.png and OUT_DIR/bundle-trace.json
@@ -88,6 +88,14 @@ async function run({ base, urls, outDir, deadline, executable }) {
   const response = await page.goto(`${base}/bundles/new`, { waitUntil: 'load', timeout: left() });
   if (!response || response.status() !== 200) throw new Error(`GET /bundles/new answered ${response && response.status()}`);
 
+  step = 'the page asks for an API key';
+  const apiKey = process.env.API_KEY || '';
+  if (!apiKey) throw new Error('API_KEY must be set (a key with the bundles scope)');
+  await page.locator('#key-form').waitFor({ state: 'visible', timeout: left() });
+  await page.locator('#api-key').fill(`ordk_${'0'.repeat(64)}`);
+  await page.locator('#use-key').click();
+  check(await page.locator('#key-form').isHidden(), 'the key form stayed open after a well-formed key');
+
   step = 'fill the form';
   const fields = page.locator('#bundle-form input[name="url"]');
   while (await fields.count() < urls.length) {
@@ -97,6 +105,15 @@ async function run({ base, urls, outDir, deadline, executable }) {
   }
   for (const [i, url] of urls.entries()) await fields.nth(i).fill(url);
   await page.locator('#submit').click();
+
+  step = 'an unknown key is refused and asked for again';
+  await page.waitForFunction(() => {
+    const form = document.querySelector('#key-form');
+    return form && !form.hidden && document.querySelector('#key-error').textContent.length > 0;
+  }, null, { timeout: left(), polling: 100 });
+  check(await page.evaluate(() => sessionStorage.getItem('orders-api-key')) === null, 'a refused key stayed in session storage');
+  await page.locator('#api-key').fill(apiKey);
+  await page.locator('#use-key').click(); // submits the bundle again, with this key
 
   step = 'wait for the link';
   const outcome = await page.waitForFunction(() => {
@@ -122,6 +139,9 @@ async function run({ base, urls, outDir, deadline, executable }) {
   const trace = await page.evaluate(() => window.bundleTrace);
   await fs.writeFile(path.join(outDir, 'bundle-trace.json'), JSON.stringify(trace, null, 1));
 
+  check(await page.evaluate(() => sessionStorage.getItem('orders-api-key')) === apiKey, 'the key was not kept in session storage');
+  check(await page.evaluate(() => localStorage.length) === 0, 'something was written to local storage');
+
   step = 'check the events';
   const progress = trace.filter((e) => e.type === 'progress');
   const clocks = trace.filter((e) => e.type === 'clock').map((e) => Number(e.data.unix_ms ?? Date.parse(e.data.now)));
@@ -145,7 +165,7 @@ async function run({ base, urls, outDir, deadline, executable }) {
   }));
   check(rows.length === urls.length, `${rows.length} rows for ${urls.length} URLs`);
   const state = created && created.state
-    ? await page.request.get(new URL(created.state, base).href, { timeout: left() }).then((r) => r.json()).catch(() => null)
+    ? await page.request.get(new URL(created.state, base).href, { timeout: left(), headers: { authorization: `Bearer ${apiKey}` } }).then((r) => r.json()).catch(() => null)
     : null;
   check(state && state.status === 'ready', `GET state: ${state ? state.status : 'unavailable'}`);
   for (const [i, url] of urls.entries()) {

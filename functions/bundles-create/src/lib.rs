@@ -1,6 +1,7 @@
 //! `POST /bundles`: checks every URL, records the bundle's `queued` event
 //! and appends its job to the `bundles` stream; the worker does the rest.
 
+use orders_common::access::{Access, Scope};
 use orders_common::bundle::BundleId;
 use orders_common::clock::now_rfc3339;
 use orders_common::request::json_body;
@@ -25,7 +26,7 @@ async fn create_bundle(request: Request) -> Result<Response, ApiError> {
     let mut random = [0u8; 12];
     getrandom::fill(&mut random).map_err(|e| ApiError::unavailable(format!("No randomness for an id: {e}")))?;
     let id = BundleId::random(random);
-    let sidecar = SidecarClient::from_request(&request)?;
+    let sidecar = SidecarClient::from_request(&request, Access::Scope(Scope::Bundles))?;
     // The event first: once the job exists a worker may write the next ones.
     sidecar.append_bundle_event(&id, "queued", json!({ "urls": urls, "created_at": now_rfc3339() })).await?;
     sidecar.queue_bundle_job(json!({ "bundle": id.as_str(), "urls": urls }), &limit_key(&request)).await?;

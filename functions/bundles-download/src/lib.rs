@@ -20,6 +20,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
+use orders_common::access::Access;
 use orders_common::bundle::BundleId;
 use orders_common::stream::{header, send_error, streaming_response};
 use orders_common::{ApiError, Reservation, SidecarClient};
@@ -98,7 +99,7 @@ async fn download(request: IncomingRequest, out: ResponseOutparam) -> Result<(),
         Verdict::Invalid => return Err(Failed(ApiError::forbidden("This download link is not valid"), out)),
         Verdict::Expired => return Err(Failed(ApiError::gone("This download link has expired"), out)),
     }
-    let sidecar = check!(SidecarClient::new(header(&request, "x-request-id")));
+    let sidecar = check!(SidecarClient::new(header(&request, "x-request-id"), None, None, Access::Public));
     let expires: u64 = expires.and_then(|e| e.parse().ok()).unwrap_or(now);
     let accel = header(&request, "x-orders-accel-prefix").filter(|p| p.starts_with('/') && p.ends_with('/'));
     // Only nginx sets the accel prefix, and with it the delivery id; anyone

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::SinkExt;
+use orders_common::access::{Access, Scope, client_address};
 use orders_common::bundle::{BundleId, Event};
 use orders_common::clock::format_unix_millis;
 use orders_common::stream::{header, send_error, streaming_response};
@@ -28,7 +29,12 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
         Ok(id) => id,
         Err(error) => return send_error(out, error).await,
     };
-    let sidecar = match SidecarClient::new(header(&request, "x-request-id")) {
+    let sidecar = match SidecarClient::new(
+        header(&request, "x-request-id"),
+        header(&request, "authorization"),
+        client_address(header(&request, "spin-client-addr").as_deref(), header(&request, "x-forwarded-for").as_deref()),
+        Access::Scope(Scope::Bundles),
+    ) {
         Ok(sidecar) => sidecar,
         Err(error) => return send_error(out, error).await,
     };

@@ -101,6 +101,11 @@ impl ApiError {
         error
     }
 
+    /// The sidecar refused the caller (401, 403, 429): its words and headers, passed on.
+    pub fn refused(status: u16, message: String, headers: Vec<(&'static str, String)>) -> Self {
+        Self { status, message, errors: Vec::new(), headers }
+    }
+
     pub fn into_response(self) -> Response {
         let body = serde_json::to_vec(&ErrorBody { message: &self.message, errors: &self.errors })
             .unwrap_or_else(|_| br#"{"message":"error"}"#.to_vec());

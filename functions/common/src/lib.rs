@@ -3,6 +3,7 @@
 //! the sidecar. An endpoint crate parses its input with these, makes one
 //! sidecar call and shapes the answer; it never re-checks what a type holds.
 
+pub mod access;
 pub mod bundle;
 pub mod clock;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod preconditions;
 pub mod request;
 pub mod respond;
 pub mod sidecar;
+mod sidecar_audit;
 mod sidecar_bundles;
 pub mod stream;
 

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use spin_sdk::http::{Method, Request, Response, send};
 
+use crate::access::{Access, client_address, refusal};
 use crate::error::ApiError;
 use crate::order::{NewOrder, Order, OrderId};
 use crate::request::IdempotencyKey;
@@ -41,18 +42,29 @@ pub struct SidecarClient {
     base_url: String,
     token: String,
     request_id: Option<String>,
+    /// The caller's `Authorization` header, checked by the sidecar with every call.
+    credential: Option<String>,
+    /// What the component's operation needs of that credential.
+    access: Access,
+    /// The client's address, for throttling failed authentications.
+    client: Option<String>,
+    /// Whether a call already carried the rate limit's count for this request.
+    counted: std::cell::Cell<bool>,
 }
 
 impl SidecarClient {
     /// Reads the sidecar's address and token from the Spin variables
     /// `sidecar_url` and `sidecar_token`, and carries the caller's request id
-    /// so the sidecar logs under the same id.
-    pub fn from_request(request: &Request) -> Result<Self, ApiError> {
-        Self::new(request.header("x-request-id").and_then(|value| value.as_str()).map(str::to_owned))
+    /// (so the sidecar logs under the same id) and credential, which the
+    /// sidecar checks for `access` before each operation.
+    pub fn from_request(request: &Request, access: Access) -> Result<Self, ApiError> {
+        let header = |name: &str| request.header(name).and_then(|value| value.as_str()).map(str::to_owned);
+        let client = client_address(header("spin-client-addr").as_deref(), header("x-forwarded-for").as_deref());
+        Self::new(header("x-request-id"), header("authorization"), client, access)
     }
 
     /// The same, for components that read the request themselves (streaming ones).
-    pub fn new(request_id: Option<String>) -> Result<Self, ApiError> {
+    pub fn new(request_id: Option<String>, credential: Option<String>, client: Option<String>, access: Access) -> Result<Self, ApiError> {
         let variable = |name: &str| {
             spin_sdk::variables::get(name).map_err(|e| {
                 ApiError::unavailable(format!("The component is missing its '{name}' setting: {e}"))
@@ -62,6 +74,10 @@ impl SidecarClient {
             base_url: variable("sidecar_url")?.trim_end_matches('/').to_owned(),
             token: variable("sidecar_token")?,
             request_id,
+            credential,
+            access,
+            client,
+            counted: std::cell::Cell::new(false),
         })
     }
 
@@ -185,6 +201,16 @@ impl SidecarClient {
         if let Some(request_id) = &self.request_id {
             builder.header("x-request-id", request_id.as_str());
         }
+        builder.header(orders_access::SCOPE_HEADER, self.access.header_value());
+        if let Some(credential) = &self.credential {
+            builder.header(orders_access::CREDENTIAL_HEADER, credential.as_str());
+        }
+        if let Some(client) = &self.client {
+            builder.header(orders_access::CLIENT_HEADER, client.as_str());
+        }
+        if !self.counted.replace(true) {
+            builder.header(orders_access::COUNT_HEADER, "1");
+        }
         if let Some(body) = body {
             builder.header("content-type", "application/json").body(body.to_string());
         }
@@ -192,7 +218,11 @@ impl SidecarClient {
     }
 
     pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response, ApiError> {
-        send::<_, Response>(self.request(method, path, body)).await.map_err(unreachable)
+        let response = send::<_, Response>(self.request(method, path, body)).await.map_err(unreachable)?;
+        match refusal(&response) {
+            Some(refused) => Err(refused),
+            None => Ok(response),
+        }
     }
 
     /// Decodes a 2xx body; any other status is the sidecar's fault (or its

@@ -2,6 +2,7 @@
 //! readiness probes, and the JSON 404 for every path no other route claims
 //! (this component also holds Spin's catch-all route `/...`).
 
+use orders_common::access::Access;
 use orders_common::respond::json;
 use orders_common::{ApiError, SidecarClient};
 use serde_json::json;
@@ -30,7 +31,7 @@ async fn handle(request: Request) -> Response {
 }
 
 async fn readiness(request: &Request) -> Response {
-    let ready = match SidecarClient::from_request(request) {
+    let ready = match SidecarClient::from_request(request, Access::Public) {
         Ok(sidecar) => sidecar.store_ready().await,
         Err(error) => Err(error),
     };

@@ -1,5 +1,6 @@
 //! `DELETE /orders/{id}`: removes an order, optionally only at a known version.
 
+use orders_common::access::{Access, Scope};
 use orders_common::preconditions::IfMatch;
 use orders_common::request::order_id;
 use orders_common::respond::{finish, json};
@@ -16,7 +17,7 @@ async fn handle(request: Request) -> Response {
 async fn delete_order(request: Request) -> Result<Response, ApiError> {
     let order_id = order_id(&request)?;
     let if_match = IfMatch::parse(request.header("if-match").and_then(|v| v.as_str()))?;
-    let sidecar = SidecarClient::from_request(&request)?;
+    let sidecar = SidecarClient::from_request(&request, Access::Scope(Scope::OrdersDelete))?;
     let if_version = match &if_match {
         Some(tags) => tags.version_to_require(&sidecar, &order_id).await?,
         None => None,

@@ -1,5 +1,6 @@
 //! `GET /orders/{id}`: one order, with its version as ETag.
 
+use orders_common::access::{Access, Scope};
 use orders_common::request::order_id;
 use orders_common::respond::{finish, json};
 use orders_common::{ApiError, SidecarClient};
@@ -14,7 +15,7 @@ async fn handle(request: Request) -> Response {
 
 async fn get_order(request: Request) -> Result<Response, ApiError> {
     let order_id = order_id(&request)?;
-    let sidecar = SidecarClient::from_request(&request)?;
+    let sidecar = SidecarClient::from_request(&request, Access::Scope(Scope::OrdersRead))?;
     let order = sidecar.get_order(&order_id).await?.ok_or_else(ApiError::order_not_found)?;
     Ok(json(200, &json!({ "order": order }), &[("etag", order.etag())]))
 }

@@ -1,5 +1,6 @@
 //! `GET /orders`: one page of orders in `_id` order, with the cursor of the next.
 
+use orders_common::access::{Access, Scope};
 use orders_common::request::PageQuery;
 use orders_common::respond::{finish, json};
 use orders_common::{ApiError, SidecarClient};
@@ -14,7 +15,7 @@ async fn handle(request: Request) -> Response {
 
 async fn list_orders(request: Request) -> Result<Response, ApiError> {
     let page = PageQuery::parse(request.query())?;
-    let sidecar = SidecarClient::from_request(&request)?;
+    let sidecar = SidecarClient::from_request(&request, Access::Scope(Scope::OrdersRead))?;
     // One more than asked tells whether a next page exists without a count.
     let mut orders = sidecar.list_orders(page.after.as_ref(), page.limit + 1).await?;
     let next = if orders.len() > page.limit as usize {

@@ -1,5 +1,6 @@
 //! `PUT /orders/{id}`: partial update; fields not sent keep their value.
 
+use orders_common::access::{Access, Scope};
 use orders_common::clock::now_rfc3339;
 use orders_common::preconditions::IfMatch;
 use orders_common::request::{json_body, order_id};
@@ -18,7 +19,7 @@ async fn update_order(request: Request) -> Result<Response, ApiError> {
     let order_id = order_id(&request)?;
     let if_match = IfMatch::parse(request.header("if-match").and_then(|v| v.as_str()))?;
     let patch = OrderPatch::parse(&json_body(&request)?)?;
-    let sidecar = SidecarClient::from_request(&request)?;
+    let sidecar = SidecarClient::from_request(&request, Access::Scope(Scope::OrdersWrite))?;
     let if_version = match &if_match {
         Some(tags) => tags.version_to_require(&sidecar, &order_id).await?,
         None => None,

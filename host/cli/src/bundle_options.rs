@@ -191,12 +191,8 @@ pub fn resolve_secret(flag: Option<&str>, data_dir: &Path) -> Result<String> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let secret = crate::run::random_token();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => std::io::Write::write_all(&mut file, secret.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?,
+    match crate::private_file::create_private(&path, secret.as_bytes()) {
+        Ok(()) => {}
         // Another process made it first: use theirs.
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
             return resolve_secret(None, data_dir);

@@ -13,7 +13,9 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::auth_options::AuthOptions;
 use crate::config::{RunnerOptions, StoreOptions, manifest_dir};
+use crate::keys::{announce_admin_key, bootstrap_admin_key};
 use crate::run::{random_token, shutdown_signal};
 
 /// No `Debug`: the store options may hold passwords.
@@ -28,6 +30,8 @@ pub struct ClusterArgs {
     /// The nginx binary.
     #[arg(long, env = "ORDERS_NGINX", default_value = "nginx")]
     pub nginx: PathBuf,
+    #[command(flatten)]
+    pub auth: AuthOptions,
     #[command(flatten)]
     pub store: StoreOptions,
     #[command(flatten)]
@@ -105,11 +109,19 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     }
     let manifest = std::path::absolute(&args.runner.manifest)?;
     let token = random_token();
+    args.auth.settings(args.listen, "--listen")?;
+    let admin_key = match args.auth.enabled() {
+        true => bootstrap_admin_key(&*args.store.key_store(&data_dir).open().await?, &data_dir).await?,
+        false => None,
+    };
     let mut children: Vec<Managed> = Vec::new();
     let result = start(&args, &data_dir, &manifest, &token, &mut children).await;
     if let Err(error) = result {
         stop_all(&mut children).await;
         return Err(error);
+    }
+    if let Some(key) = admin_key {
+        announce_admin_key(&key, &data_dir);
     }
     shutdown_signal().await;
     stop_all(&mut children).await;
@@ -126,6 +138,7 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
 
     let mut sidecar_args = vec!["sidecar".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
     sidecar_args.extend(store_args);
+    sidecar_args.extend(args.auth.to_args());
     let sidecar = spawn_orders("sidecar", sidecar_args, secret_env.clone(), &data_dir.join("sidecar.log")).await?;
     let sidecar_url = format!("http://{}", sidecar.address);
     children.push(sidecar);

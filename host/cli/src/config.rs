@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use orders_runner::Limits;
 use orders_sidecar::SidecarConfig;
+use orders_sidecar::auth::AuthSettings;
 
 use crate::bundle_options::BundleOptions;
 use orders_sidecar::store::mongo::MongoSettings;
@@ -47,7 +48,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances", "download_secret",
     "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
     "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "fetch_resolve", "fetch_min_bytes_per_sec",
-    "bundle_deadline_ms", "bundle_max_retries", "bundle_max_queued", "bundle_max_queued_per_client",
+    "bundle_deadline_ms", "bundle_max_retries", "bundle_max_queued", "bundle_max_queued_per_client", "auth", "default_rate_limit", "jwt_issuer", "jwt_audience", "jwks_url",
     "max_streams", "queue_timeout_ms", "request_timeout_ms", "request_cpu_ms", "stream_timeout_ms",
     "max_instance_memory_mb", "body_timeout_ms", "max_connections", "header_timeout_ms", "idle_timeout_ms",
 ];
@@ -95,6 +96,16 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
+    /// Where the API keys and the audit trail of this store are.
+    pub fn key_store(&self, data_dir: &Path) -> crate::keys::KeyStoreOptions {
+        crate::keys::KeyStoreOptions {
+            data_dir: data_dir.to_path_buf(),
+            mongo_uri: self.mongo_uri.clone(),
+            mongo_database: self.mongo_database.clone(),
+            mongo_timeout_ms: self.mongo_timeout_ms,
+        }
+    }
+
     /// MongoDB's settings, when a URI is configured.
     pub fn mongo_settings(&self) -> Option<MongoSettings> {
         let timeout = Duration::from_millis(self.mongo_timeout_ms);
@@ -120,7 +131,7 @@ impl StoreOptions {
         self.data_dir.join("store")
     }
 
-    pub fn sidecar_config(&self, token: &str, download_secret: &str) -> Result<SidecarConfig> {
+    pub fn sidecar_config(&self, token: &str, download_secret: &str, auth: AuthSettings) -> Result<SidecarConfig> {
         let bundles = self.bundles.settings(download_secret.to_owned())?;
         Ok(SidecarConfig {
             token: token.to_owned(),
@@ -136,6 +147,7 @@ impl StoreOptions {
             events_ttl: bundles.events_ttl(),
             stream_limits: self.bundles.stream_limits(),
             bundles: (bundles.workers > 0).then_some(bundles),
+            auth,
         })
     }
 

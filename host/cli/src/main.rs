@@ -1,5 +1,6 @@
 //! `orders`: run the orders API on the project's Spin-compatible runner.
 
+mod auth_options;
 mod bundle_options;
 mod cluster;
 mod components;
@@ -7,6 +8,8 @@ mod config;
 mod fd_limit;
 mod migrate;
 mod private_files;
+mod keys;
+mod private_file;
 mod run;
 mod seed;
 mod store_tools;
@@ -50,6 +53,10 @@ enum Command {
     Export(transfer::ExportArgs),
     /// Read orders from JSON lines of Extended JSON (a mongoexport file), idempotent by _id.
     Import(transfer::ImportArgs),
+    /// Create, list and revoke API keys (in the product's store; works while it runs).
+    Keys(keys::KeysArgs),
+    /// Print the audit trail: every accepted write and key change.
+    Audit(keys::AuditArgs),
 }
 
 fn main() -> Result<()> {
@@ -73,6 +80,8 @@ fn main() -> Result<()> {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Export(args) => transfer::export(args).await,
             Command::Import(args) => transfer::import(args).await,
+            Command::Keys(args) => keys::run(args).await,
+            Command::Audit(args) => keys::audit(args).await,
         }
     });
     if let Err(error) = &result {

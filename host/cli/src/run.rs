@@ -12,7 +12,9 @@ use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource,
 use orders_sidecar::{Sidecar, call_router};
 use orders_telemetry::Registry;
 
+use crate::auth_options::AuthOptions;
 use crate::bundle_options::resolve_secret;
+use crate::keys::{announce_admin_key, bootstrap_admin_key};
 use crate::components::build_if_stale;
 use crate::config::{RunnerOptions, StoreOptions, bind};
 use crate::fd_limit;
@@ -30,6 +32,8 @@ pub struct UpArgs {
     #[arg(long, env = "ORDERS_SIDECAR_LISTEN", default_value = "127.0.0.1:0")]
     pub sidecar_listen: SocketAddr,
     #[command(flatten)]
+    pub auth: AuthOptions,
+    #[command(flatten)]
     pub store: StoreOptions,
     #[command(flatten)]
     pub runner: RunnerOptions,
@@ -43,6 +47,8 @@ pub struct SidecarArgs {
     /// Bearer token components must present.
     #[arg(long, env = "ORDERS_SIDECAR_TOKEN", hide_env_values = true)]
     pub sidecar_token: String,
+    #[command(flatten)]
+    pub auth: AuthOptions,
     #[command(flatten)]
     pub store: StoreOptions,
 }
@@ -135,7 +141,12 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let token = random_token();
     crate::private_files::private_data_dir(&args.store.data_dir)?;
     let secret = args.store.bundles.secret(&args.store.data_dir)?;
-    let sidecar = Sidecar::start(args.store.sidecar_config(&token, &secret)?, registry.clone()).await?;
+    let auth = args.auth.settings(args.listen, "--listen")?;
+    let sidecar = Sidecar::start(args.store.sidecar_config(&token, &secret, auth)?, registry.clone()).await?;
+    let admin_key = match args.auth.enabled() {
+        true => bootstrap_admin_key(&*sidecar.keys, &args.store.data_dir).await?,
+        false => None,
+    };
     let sidecar_listener = bind(args.sidecar_listen, "--sidecar-listen").await?;
     let sidecar_address = sidecar_listener.local_addr()?;
     let api_listener = bind(args.listen, "--listen").await?;
@@ -150,6 +161,9 @@ pub async fn up(args: UpArgs) -> Result<()> {
 
     let address = api_listener.local_addr()?;
     println!("orders is serving on http://{address} (sidecar on {sidecar_url}, ready in {} ms)", started.elapsed().as_millis());
+    if let Some(key) = admin_key {
+        announce_admin_key(&key, &args.store.data_dir);
+    }
     let sidecar_server = tokio::spawn(serve_sidecar(sidecar_listener, sidecar.router.clone()));
     orders_runner::serve(api_listener, edge, shutdown_signal(), DRAIN).await;
     sidecar_server.abort();
@@ -169,7 +183,9 @@ pub async fn sidecar(args: SidecarArgs) -> Result<()> {
     let registry = Registry::default();
     crate::private_files::private_data_dir(&args.store.data_dir)?;
     let secret = args.store.bundles.secret(&args.store.data_dir)?;
-    let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token, &secret)?, registry).await?;
+    // The sidecar's address stands in for the API's, which it cannot see.
+    let auth = args.auth.settings(args.listen, "--listen")?;
+    let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token, &secret, auth)?, registry).await?;
     let listener = bind(args.listen, "--listen").await?;
     println!("orders-sidecar listening on http://{}", listener.local_addr()?);
     axum::serve(listener, sidecar.router).with_graceful_shutdown(shutdown_signal()).await?;

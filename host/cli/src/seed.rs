@@ -22,6 +22,9 @@ pub struct SeedArgs {
     /// Requests in flight at once.
     #[arg(long, env = "ORDERS_SEED_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub concurrency: u32,
+    /// API key with the orders:write scope (an admin key: `<data-dir>/admin-key`).
+    #[arg(long, env = "ORDERS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 const PRODUCTS: &[&str] = &[
@@ -45,7 +48,12 @@ fn fake_order(rng: &mut impl Rng) -> Value {
 }
 
 pub async fn run(args: SeedArgs) -> Result<()> {
-    let client = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &args.api_key {
+        let value = format!("Bearer {}", key.trim()).parse().context("--api-key is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let client = reqwest::Client::builder().default_headers(headers).build()?;
     let endpoint = format!("{}/orders", args.url.trim_end_matches('/'));
     let bar = ProgressBar::new(args.count).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} orders [{elapsed} / ~{eta}] {per_sec}")?,

@@ -38,6 +38,14 @@ pub struct ApiState {
     pub events_ttl: std::time::Duration,
     /// How many jobs a stream may hold, overall and per limit key.
     pub stream_limits: crate::queue::StreamLimits,
+    /// The check of callers' credentials and the audit trail.
+    pub auth: Arc<crate::auth::Auth>,
+}
+
+impl axum::extract::FromRef<ApiState> for Arc<crate::auth::Auth> {
+    fn from_ref(state: &ApiState) -> Self {
+        state.auth.clone()
+    }
 }
 
 /// An API failure as `{"error": code, "message": …}`.
@@ -114,6 +122,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::api_jobs::routes())
         .merge(crate::api_events::routes())
         .merge(crate::api_reports::routes())
+        .route("/v1/audit", get(crate::auth::http::read_audit))
+        // Runs second: the caller's credential, once the component's token checked out.
+        .layer(middleware::from_fn_with_state(state.auth.clone(), crate::auth::http::check_access))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v1)

@@ -4,6 +4,7 @@
 //! internal HTTP API.
 
 pub mod api;
+pub mod auth;
 mod api_events;
 mod api_jobs;
 mod api_reports;
@@ -25,6 +26,8 @@ use anyhow::Result;
 use bytes::Bytes;
 use orders_telemetry::Registry;
 
+use crate::auth::limiter::Limiter;
+use crate::auth::{Auth, AuthSettings};
 use crate::blobs::BlobStore;
 use crate::bundles::{BundleSettings, Pipeline};
 use crate::cache::Cache;
@@ -39,7 +42,10 @@ use crate::queue::{JobQueue, StreamLimits};
 use crate::queue::redis::RedisQueue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::store::DocumentStore;
-use crate::store::mongo::MongoSettings;
+use crate::store::keys::KeyStore;
+use crate::store::keys::mongo::MongoKeys;
+use crate::store::keys::sqlite::SqliteKeys;
+use crate::store::mongo::{MongoSettings, MongoStore};
 use crate::store::sqlite::SqliteStore;
 
 /// Everything the sidecar needs to start, validated by the CLI. `Debug`
@@ -63,6 +69,8 @@ pub struct SidecarConfig {
     pub events_ttl: Duration,
     /// How many jobs each stream may hold (queued and running).
     pub stream_limits: StreamLimits,
+    /// How callers are checked (docs/adr/0010).
+    pub auth: AuthSettings,
 }
 
 impl std::fmt::Debug for SidecarConfig {
@@ -79,9 +87,12 @@ impl std::fmt::Debug for SidecarConfig {
             .field("streams", &self.streams)
             .field("bundles", &self.bundles)
             .field("stream_limits", &self.stream_limits)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
+
+/// The cache, job queue, event logs and rate limiter: all in Redis, or all embedded.
+type Backends = (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>, Limiter);
 
 /// A started sidecar: its API as an axum router (served over TCP, or
 /// called in-process by the runner) and its metrics.
@@ -90,28 +101,46 @@ pub struct Sidecar {
     pub router: axum::Router,
     pub metrics: SidecarMetrics,
     pub data: Arc<DataService>,
+    /// API keys and the audit trail, in the same store as the documents.
+    pub keys: Arc<dyn KeyStore>,
 }
 
 impl Sidecar {
     pub async fn start(config: SidecarConfig, registry: Registry) -> Result<Self> {
         let metrics = SidecarMetrics::new(registry);
-        let (store, embedded) = store::open(config.mongo.as_ref(), &config.data_dir).await?;
-        if let Some(embedded) = embedded {
-            spawn_key_expiry(embedded);
+        let (store, keys): (Arc<dyn DocumentStore>, Arc<dyn KeyStore>) = match &config.mongo {
+            Some(settings) => {
+                let store = MongoStore::connect(settings).await?;
+                tracing::info!(hosts = store.hosts(), database = %settings.database, "using MongoDB");
+                let keys = MongoKeys::open(store.database().clone()).await?;
+                (Arc::new(store), Arc::new(keys))
+            }
+            None => {
+                let store = Arc::new(SqliteStore::open(&config.data_dir)?);
+                tracing::info!(dir = %config.data_dir.display(), "using the embedded SQLite store");
+                spawn_key_expiry(store.clone());
+                (store, Arc::new(SqliteKeys::open(&config.data_dir)?))
+            }
+        };
+        if !config.auth.enabled {
+            tracing::warn!("access control is OFF (--auth off): anyone who reaches the API may read, change and delete every order");
         }
-        let (cache, queue, events): (Arc<dyn Cache>, Arc<dyn JobQueue>, Arc<dyn EventLog>) = match &config.redis_url {
+        let (cache, queue, events, limiter): Backends = match &config.redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, &config.redis_namespace, config.cache_ttl).await?;
                 let queue = RedisQueue::new(cache.connection(), &config.redis_namespace);
                 let events = RedisEvents::new(cache.connection(), &config.redis_namespace);
-                (Arc::new(cache), Arc::new(queue), Arc::new(events))
+                let limiter = Limiter::redis(cache.connection(), &config.redis_namespace);
+                (Arc::new(cache), Arc::new(queue), Arc::new(events), limiter)
             }
             None => (
                 Arc::new(MemoryCache::new(config.cache_max_entries, config.cache_ttl)),
                 Arc::new(SqliteQueue::open(&config.data_dir)?),
                 Arc::new(SqliteEvents::open(&config.data_dir)?),
+                Limiter::memory(),
             ),
         };
+        let auth = Arc::new(Auth::new(config.auth.clone(), keys.clone(), limiter, config.store_timeout));
         let blobs = Arc::new(BlobStore::open(config.data_dir.join("blobs"))?);
         let events_ttl = config.bundles.as_ref().map_or(config.events_ttl, BundleSettings::events_ttl);
         if let Some(settings) = config.bundles.clone() {
@@ -133,8 +162,9 @@ impl Sidecar {
             events,
             events_ttl,
             stream_limits: config.stream_limits,
+            auth,
         };
-        Ok(Self { router: api::router(state), metrics, data })
+        Ok(Self { router: api::router(state), metrics, data, keys })
     }
 }
 

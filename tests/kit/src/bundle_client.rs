@@ -19,8 +19,9 @@ pub struct BundleClient {
 }
 
 impl BundleClient {
-    pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), client: reqwest::Client::new() }
+    /// A client that sends `key` (a key with the `bundles` scope) with every request.
+    pub fn new(base: &str, key: Option<&str>) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), client: crate::contract::client_with_key(key, None) }
     }
 
     /// `POST /bundles`; the answer's status and body.

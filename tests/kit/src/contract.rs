@@ -28,12 +28,40 @@ impl Answer {
 pub struct Api {
     pub base: String,
     pub client: Client,
+    /// The API key every request carries, if any.
+    pub key: Option<String>,
 }
 
+/// An HTTP client whose every request carries `Authorization: Bearer <key>`
+/// and ends after `timeout` (none for streams that are followed for longer).
+pub fn client_with_key(key: Option<&str>, timeout: Option<std::time::Duration>) -> Client {
+    let mut headers = HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert("authorization", format!("Bearer {key}").parse().expect("a key is a valid header value"));
+    }
+    let mut builder = Client::builder().default_headers(headers);
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder.build().expect("http client")
+}
+
+const REQUEST_TIMEOUT: Option<std::time::Duration> = Some(std::time::Duration::from_secs(30));
+
 impl Api {
+    /// A client without a credential (public routes, refusals).
     pub fn new(base: &str) -> Self {
-        let client = Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("http client");
-        Self { base: base.trim_end_matches('/').to_owned(), client }
+        Self { base: base.trim_end_matches('/').to_owned(), client: client_with_key(None, REQUEST_TIMEOUT), key: None }
+    }
+
+    /// A client that sends `key` with every request.
+    pub fn with_key(base: &str, key: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), client: client_with_key(Some(key), REQUEST_TIMEOUT), key: Some(key.to_owned()) }
+    }
+
+    /// The same service without the credential.
+    pub fn anonymous(&self) -> Self {
+        Self::new(&self.base)
     }
 
     pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Answer {
@@ -94,9 +122,10 @@ fn has_message(answer: &Answer) -> bool {
     answer.content_type.starts_with("application/json") && answer.body["message"].as_str().is_some_and(|m| !m.is_empty())
 }
 
-/// Runs every check; panics listing all failures; returns the count.
-pub async fn run(base: &str) -> usize {
-    let api = Api::new(base);
+/// Runs every check with `api`'s credential (an admin key, or none when the
+/// service runs with `--auth off`); panics listing all failures; returns the count.
+pub async fn run(api: &Api) -> usize {
+    let api = api.clone();
     let mut c = Checks::default();
     let tag = format!("{:x}", std::process::id() as u64 * 1_000_003 + rand_suffix());
     create_and_read(&api, &mut c, &tag).await;
@@ -108,6 +137,9 @@ pub async fn run(base: &str) -> usize {
     idempotency(&api, &mut c, &tag).await;
     pagination(&api, &mut c, &tag).await;
     service_endpoints(&api, &mut c).await;
+    if api.key.is_some() {
+        access(&api, &mut c).await;
+    }
     crate::openapi::check_against_service(&api, &mut c).await;
     c.finish("orders contract")
 }
@@ -391,4 +423,43 @@ async fn service_endpoints(api: &Api, c: &mut Checks) {
     let openapi = api.get("/openapi.json").await;
     c.eq("openapi: 200", openapi.status, StatusCode::OK);
     c.eq("openapi: version 3.1", openapi.body["openapi"].as_str(), Some("3.1.0"));
+}
+
+/// The Access rows: no credential or a wrong one is a 401 with
+/// `WWW-Authenticate: Bearer` on every endpoint; the public routes stay public.
+async fn access(api: &Api, c: &mut Checks) {
+    let anonymous = api.anonymous();
+    let id = api.create(&sample_order("access")).await.body["order"]["_id"].as_str().unwrap_or(MISSING_ID).to_owned();
+    let item = format!("/orders/{id}");
+    let order = sample_order("anonymous").to_string().into_bytes();
+    let json = [("content-type", "application/json")];
+    let wrong_key = "ordk_0000000000000000000000000000000000000000000000000000000000000000";
+    for (method, path, body) in [
+        (Method::GET, "/orders".to_owned(), None),
+        (Method::POST, "/orders".to_owned(), Some(order.clone())),
+        (Method::GET, item.clone(), None),
+        (Method::PUT, item.clone(), Some(b"{\"quantity\": 4}".to_vec())),
+        (Method::DELETE, item.clone(), None),
+        (Method::POST, "/bundles".to_owned(), Some(b"{\"urls\": [\"https://example.com/a.png\"]}".to_vec())),
+        (Method::GET, "/bundles/000000000000000000000000".to_owned(), None),
+        (Method::GET, "/bundles/000000000000000000000000/events".to_owned(), None),
+        (Method::GET, "/audit".to_owned(), None),
+    ] {
+        let name = format!("{method} {path}");
+        for (label, headers) in [("no credential", json.to_vec()), ("unknown key", vec![json[0], ("authorization", "")])] {
+            let mut headers = headers;
+            let bearer = format!("Bearer {wrong_key}");
+            if let Some(slot) = headers.iter_mut().find(|(n, _)| *n == "authorization") {
+                slot.1 = &bearer;
+            }
+            let answer = anonymous.send(method.clone(), &path, &headers, body.clone()).await;
+            c.eq(&format!("{name} with {label}: 401"), answer.status, StatusCode::UNAUTHORIZED);
+            c.check(&format!("{name} with {label}: WWW-Authenticate Bearer"), answer.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), answer.headers.clone());
+            c.check(&format!("{name} with {label}: JSON message"), has_message(&answer), &answer.body);
+        }
+    }
+    c.eq("the order is still there after the refused writes", api.get(&item).await.body["order"]["version"].as_i64(), Some(1));
+    for path in ["/healthz", "/readyz", "/openapi.json", "/bundles/new"] {
+        c.eq(&format!("{path} is public"), anonymous.get(path).await.status, StatusCode::OK);
+    }
 }

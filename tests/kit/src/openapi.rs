@@ -8,8 +8,17 @@ use serde_json::{Value, json};
 use crate::checks::Checks;
 use crate::contract::{Api, Answer, sample_order};
 
-fn schema_for(document: &Value, template: &str, method: &str, status: u16) -> Option<Value> {
+/// The documented response, following a `$ref` to `#/components/responses/…`.
+fn response_doc<'a>(document: &'a Value, template: &str, method: &str, status: u16) -> &'a Value {
     let response = &document["paths"][template][method]["responses"][status.to_string()];
+    match response["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/responses/")) {
+        Some(name) => &document["components"]["responses"][name],
+        None => response,
+    }
+}
+
+fn schema_for(document: &Value, template: &str, method: &str, status: u16) -> Option<Value> {
+    let response = response_doc(document, template, method, status);
     if response.is_null() {
         return None;
     }
@@ -22,7 +31,7 @@ fn schema_for(document: &Value, template: &str, method: &str, status: u16) -> Op
 }
 
 fn documented_headers(document: &Value, template: &str, method: &str, status: u16) -> Vec<String> {
-    document["paths"][template][method]["responses"][status.to_string()]["headers"]
+    response_doc(document, template, method, status)["headers"]
         .as_object()
         .map(|headers| headers.keys().cloned().collect())
         .unwrap_or_default()
@@ -120,6 +129,7 @@ pub async fn check_against_service(api: &Api, c: &mut Checks) {
                     api.send(Method::GET, &events, &[("last-event-id", "not-an-event-id")], None).await,
                 ]
             }
+            ("/audit", "get") => vec![api.get("/audit?limit=5").await, api.get("/audit?limit=0").await],
             ("/downloads/{file}", "get") => vec![
                 api.get("/downloads/bundle-000000000000000000000000.zip?md5=AAAAAAAAAAAAAAAAAAAAAA&expires=4102444800").await,
                 api.get("/downloads/nothing-here.zip").await,
@@ -136,4 +146,48 @@ pub async fn check_against_service(api: &Api, c: &mut Checks) {
         exercised += 1;
     }
     c.eq("openapi: every operation exercised", exercised, operations.len());
+    check_security(api, c, &document, &operations, &id).await;
+}
+
+/// The document names the bearer scheme and each operation's scope, documents
+/// 401/403/429 wherever a credential is needed, and the service's 401s match it.
+async fn check_security(api: &Api, c: &mut Checks, document: &Value, operations: &[(String, String)], id: &str) {
+    let scheme = &document["components"]["securitySchemes"]["apiKey"];
+    c.eq("openapi: bearer security scheme", (scheme["type"].as_str(), scheme["scheme"].as_str()), (Some("http"), Some("bearer")));
+    let public = ["/healthz", "/readyz", "/openapi.json", "/downloads/{file}"];
+    let scopes = ["orders:read", "orders:write", "orders:delete", "bundles", "admin"];
+    let anonymous = api.anonymous();
+    for (template, method) in operations {
+        let operation = &document["paths"][template][method];
+        let name = format!("openapi {} {template}", method.to_uppercase());
+        let required: Vec<&str> = operation["security"]
+            .as_array()
+            .map(|list| list.iter().filter_map(|r| r["apiKey"].as_array()).flatten().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if public.contains(&template.as_str()) {
+            c.eq(&format!("{name}: public (security: [])"), operation["security"].as_array().map(Vec::len), Some(0));
+            continue;
+        }
+        c.check(&format!("{name}: names one scope"), required.len() == 1 && scopes.contains(&required[0]), &operation["security"]);
+        c.eq(&format!("{name}: x-required-scope"), operation["x-required-scope"].as_str(), required.first().copied());
+        for status in [401, 403, 429] {
+            c.check(&format!("{name}: documents {status}"), !response_doc(document, template, method, status).is_null(), status);
+        }
+        let path = template.replace("{id}", id);
+        if api.key.is_none() {
+            continue; // the service runs with --auth off
+        }
+        // Valid bodies: a request that fails validation is refused before its credential is checked.
+        let body = match (template.as_str(), method.as_str()) {
+            ("/orders", "post") => Some(sample_order("anonymous")),
+            ("/orders/{id}", "put") => Some(json!({"quantity": 4})),
+            ("/bundles", "post") => Some(json!({"urls": ["https://example.com/a.png"]})),
+            _ => None,
+        }
+        .map(|body| body.to_string().into_bytes());
+        let verb = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap_or(Method::GET);
+        let answer = anonymous.send(verb, &path, &[("content-type", "application/json")], body).await;
+        c.eq(&format!("{name} without a credential: 401"), answer.status.as_u16(), 401);
+        check_answer(c, document, template, method, &answer);
+    }
 }

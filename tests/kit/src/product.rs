@@ -15,7 +15,22 @@ pub struct Product {
     pub url: String,
     pub process: OwnedProcess,
     pub data_dir: PathBuf,
+    /// The admin key the product wrote to `<data-dir>/admin-key` (absent with `--auth off`).
+    pub admin_key: Option<String>,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// The key `orders up` / `orders cluster` keep in `<data-dir>/admin-key`.
+pub fn read_admin_key(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join("admin-key")).ok().map(|text| text.trim().to_owned()).filter(|k| !k.is_empty())
+}
+
+/// A client of `url` with the admin key, or without one when there is none.
+fn api_for(url: &str, key: Option<&str>) -> crate::contract::Api {
+    match key {
+        Some(key) => crate::contract::Api::with_key(url, key),
+        None => crate::contract::Api::new(url),
+    }
 }
 
 /// What the product runs on.
@@ -68,11 +83,17 @@ impl Product {
         let (process, line) = OwnedProcess::start("orders up", command, "serving on", Duration::from_secs(600))
             .with_context(|| format!("see {}", data_dir.join("orders-up.log").display()))?;
         let url = url_in(&line).context("URL in the start line")?;
-        Ok(Self { url, process, data_dir: data_dir.to_path_buf(), _temp: None })
+        let admin_key = read_admin_key(data_dir);
+        Ok(Self { url, process, data_dir: data_dir.to_path_buf(), admin_key, _temp: None })
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("orders-up.log")).unwrap_or_default()
+    }
+
+    /// A client of the API with the admin key.
+    pub fn api(&self) -> crate::contract::Api {
+        api_for(&self.url, self.admin_key.as_deref())
     }
 }
 
@@ -81,6 +102,8 @@ pub struct Cluster {
     pub url: String,
     pub process: OwnedProcess,
     pub data_dir: PathBuf,
+    /// The admin key of `<data-dir>/admin-key`, when this start made one.
+    pub admin_key: Option<String>,
     _temp: tempfile::TempDir,
 }
 
@@ -95,7 +118,13 @@ impl Cluster {
         let (process, line) = OwnedProcess::start("orders cluster", command, "serving on", Duration::from_secs(600))
             .with_context(|| format!("see {}", data_dir.join("cluster.log").display()))?;
         let url = url_in(&line).context("URL in the start line")?;
-        Ok(Self { url, process, data_dir, _temp: temp })
+        let admin_key = read_admin_key(&data_dir);
+        Ok(Self { url, process, data_dir, admin_key, _temp: temp })
+    }
+
+    /// A client of the cluster with the admin key.
+    pub fn api(&self) -> crate::contract::Api {
+        api_for(&self.url, self.admin_key.as_deref())
     }
 
     /// The processes the cluster lists in cluster.json, as (role, pid, address).

@@ -14,6 +14,7 @@
 //! - import writes a document as given, once per `_id`; backfill rewrites
 //!   fields only at the version it was judged at (`orders migrate`).
 
+pub mod keys;
 pub mod mongo;
 pub mod sqlite;
 

@@ -167,6 +167,11 @@ impl MongoStore {
         &self.host_list
     }
 
+    /// The product's database, for the stores that share its connection pool (API keys).
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
     async fn create_indexes(&self) -> anyhow::Result<()> {
         let ttl = IndexModel::builder()
             .keys(doc! { "created_at": 1 })

@@ -1,0 +1,60 @@
+//! The component's half of access control (docs/adr/0010): the caller's
+//! credential travels with every sidecar call, and a refusal from the
+//! sidecar reaches the client as the sidecar phrased it, with its status and
+//! headers (401 + `WWW-Authenticate`, 403 naming the scope, 429 + `Retry-After`).
+
+use orders_access::{PASSED_HEADERS, Refusal};
+use serde::Deserialize;
+use spin_sdk::http::Response;
+
+pub use orders_access::{Access, Scope};
+
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+struct RefusalBody {
+    error: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The client's address, for throttling failed authentications: the direct
+/// peer (Spin's `spin-client-addr`), or, when that peer is on loopback (a
+/// balancer on this machine, as `orders cluster` runs nginx), the first
+/// address of the `X-Forwarded-For` it set. A balancer on another host is
+/// itself the address then (see docs/adr/0010).
+pub fn client_address(peer: Option<&str>, forwarded: Option<&str>) -> Option<String> {
+    let peer: std::net::IpAddr = peer?.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok()?;
+    let first_forwarded = forwarded.and_then(|f| f.split(',').next()).map(str::trim).filter(|f| f.parse::<std::net::IpAddr>().is_ok());
+    match first_forwarded {
+        Some(forwarded) if peer.is_loopback() => Some(forwarded.to_owned()),
+        _ => Some(peer.to_string()),
+    }
+}
+
+/// The client's refusal, when the sidecar refused the caller (not the component).
+pub fn refusal(response: &Response) -> Option<ApiError> {
+    if !matches!(*response.status(), 401 | 403 | 429) {
+        return None;
+    }
+    let body: RefusalBody = serde_json::from_slice(response.body()).ok()?;
+    let refusal = Refusal::from_code(&body.error)?;
+    let headers = PASSED_HEADERS
+        .iter()
+        .filter_map(|name| response.header(name).and_then(|v| v.as_str()).map(|v| (*name, v.to_owned())))
+        .collect();
+    Some(ApiError::refused(refusal.status(), body.message, headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_address_counts_only_from_loopback() {
+        assert_eq!(client_address(Some("127.0.0.1:5000"), Some("203.0.113.7, 10.0.0.1")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(client_address(Some("198.51.100.2:5000"), Some("203.0.113.7")).as_deref(), Some("198.51.100.2"));
+        assert_eq!(client_address(Some("127.0.0.1:5000"), Some("not-an-ip")).as_deref(), Some("127.0.0.1"));
+        assert_eq!(client_address(None, Some("203.0.113.7")), None);
+    }
+}
