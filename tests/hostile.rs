@@ -135,7 +135,11 @@ async fn get_loop(
     let mut seen = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let status = match api.client.get(format!("{}{path}", api.base)).send().await {
+        let mut request = api.client.get(format!("{}{path}", api.base));
+        if let Some(key) = &api.key {
+            request = request.bearer_auth(key);
+        }
+        let status = match request.send().await {
             Ok(response) => {
                 let status = response.status();
                 let _ = response.bytes().await;
@@ -213,8 +217,12 @@ async fn a_stream_flood_past_max_streams_is_shed_while_the_api_answers() {
     };
     let mut product = Product::up(ORDERS, &backends).expect("orders up");
     let api = product.api();
+    let mut with_key = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", product.admin_key.as_deref().expect("admin key"));
+    with_key.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("header value"));
     let events_client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
+        .default_headers(with_key)
         .build()
         .expect("client");
 

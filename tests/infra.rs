@@ -287,7 +287,9 @@ async fn nginx_production_config_in_front_of_the_product() {
     // meets the dropper), and this test is the load balancer.
     let dir = staged_nginx();
     let port = free_port();
-    let blobs = dir.path().join("blobs");
+    // The product's own blob store, shared with nginx as in production: the
+    // API checks the zip is there before it spends the link (ADR 0009).
+    let blobs = product.data_dir.join("store/blobs");
     std::fs::create_dir_all(&blobs).unwrap();
     // Where the sidecar would have put a bundle's zip.
     let zip = "bundle-0123456789abcdef01234567.zip";
