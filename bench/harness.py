@@ -1026,10 +1026,11 @@ class Bench:
 
     def seed_through_api(self, base, count):
         run_bounded("orders-seed", [str(self.orders_bin), "seed", str(count), "--url", base, "--concurrency", "32"],
-                    timeout=600, env=clean_env(ORDERS_LOG="warn"))
+                    timeout=600, env=clean_env(ORDERS_LOG="warn", ORDERS_API_KEY=os.environ.get("ORDERS_API_KEY", "")))
 
     def start_embedded(self, data_dir, pin=None):
         shutil.rmtree(data_dir / "store", ignore_errors=True)
+        (data_dir / "admin-key").unlink(missing_ok=True)  # the store it opened is gone
         reuse_compiled(self.run_dir / "ours-data", data_dir)
         argv = [str(self.orders_bin), "up", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
                 "--manifest", str(ROOT / "spin.toml"), "--no-build"]
@@ -1039,6 +1040,8 @@ class Bench:
                           ready=r"orders is serving on (http://\S+)", ready_timeout=180).start()
         base = service.match.group(1)
         wait_for_200(base, "/healthz", process=service.process)
+        # `orders up` made the data directory's first admin key (issue 12).
+        os.environ["ORDERS_API_KEY"] = (data_dir / "admin-key").read_text().strip()
         self.metrics_urls = [base]
         return [service], base, process_tree(service.pid), None
 
