@@ -25,7 +25,7 @@ pub struct OpenStore {
 
 pub async fn open(options: &StoreOptions) -> Result<OpenStore> {
     let mongo = options.mongo_settings();
-    let (store, _) = store::open(mongo.as_ref(), &options.embedded_store_dir()).await?;
+    let store = store::open(mongo.as_ref(), &options.embedded_store_dir()).await?.documents();
     let description = match &mongo {
         Some(settings) => format!("MongoDB {}.{}", settings.database, options.mongo_collection),
         None => format!(

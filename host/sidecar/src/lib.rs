@@ -45,7 +45,8 @@ use crate::store::DocumentStore;
 use crate::store::keys::KeyStore;
 use crate::store::keys::mongo::MongoKeys;
 use crate::store::keys::sqlite::SqliteKeys;
-use crate::store::mongo::{MongoSettings, MongoStore};
+use crate::store::OpenedStore;
+use crate::store::mongo::MongoSettings;
 use crate::store::sqlite::SqliteStore;
 
 /// Everything the sidecar needs to start, validated by the CLI. `Debug`
@@ -108,20 +109,15 @@ pub struct Sidecar {
 impl Sidecar {
     pub async fn start(config: SidecarConfig, registry: Registry) -> Result<Self> {
         let metrics = SidecarMetrics::new(registry);
-        let (store, keys): (Arc<dyn DocumentStore>, Arc<dyn KeyStore>) = match &config.mongo {
-            Some(settings) => {
-                let store = MongoStore::connect(settings).await?;
-                tracing::info!(hosts = store.hosts(), database = %settings.database, "using MongoDB");
-                let keys = MongoKeys::open(store.database().clone()).await?;
-                (Arc::new(store), Arc::new(keys))
-            }
-            None => {
-                let store = Arc::new(SqliteStore::open(&config.data_dir)?);
-                tracing::info!(dir = %config.data_dir.display(), "using the embedded SQLite store");
+        let opened = store::open(config.mongo.as_ref(), &config.data_dir).await?;
+        let keys: Arc<dyn KeyStore> = match &opened {
+            OpenedStore::Mongo(store) => Arc::new(MongoKeys::open(store.database().clone()).await?),
+            OpenedStore::Embedded(store) => {
                 spawn_key_expiry(store.clone());
-                (store, Arc::new(SqliteKeys::open(&config.data_dir)?))
+                Arc::new(SqliteKeys::open(&config.data_dir)?)
             }
         };
+        let store = opened.documents();
         if !config.auth.enabled {
             tracing::warn!("access control is OFF (--auth off): anyone who reaches the API may read, change and delete every order");
         }

@@ -29,19 +29,34 @@ use serde_json::{Map, Value};
 /// dates, decimals, binary) are Extended JSON, as `mongoexport` writes them.
 pub type Doc = Map<String, Value>;
 
-/// Opens MongoDB when it is configured, else the embedded store in
-/// `data_dir`, which is also returned as itself for its housekeeping.
-pub async fn open(mongo: Option<&mongo::MongoSettings>, data_dir: &Path) -> anyhow::Result<(Arc<dyn DocumentStore>, Option<Arc<sqlite::SqliteStore>>)> {
+/// The store a sidecar or an offline command works on, as its own type:
+/// each has housekeeping of its own beside the documents (keys, expiry).
+pub enum OpenedStore {
+    Mongo(Arc<mongo::MongoStore>),
+    Embedded(Arc<sqlite::SqliteStore>),
+}
+
+impl OpenedStore {
+    pub fn documents(&self) -> Arc<dyn DocumentStore> {
+        match self {
+            Self::Mongo(store) => store.clone(),
+            Self::Embedded(store) => store.clone(),
+        }
+    }
+}
+
+/// Opens MongoDB when it is configured, else the embedded store in `data_dir`.
+pub async fn open(mongo: Option<&mongo::MongoSettings>, data_dir: &Path) -> anyhow::Result<OpenedStore> {
     match mongo {
         Some(settings) => {
             let store = mongo::MongoStore::connect(settings).await?;
             tracing::info!(hosts = store.hosts(), database = %settings.database, "using MongoDB");
-            Ok((Arc::new(store), None))
+            Ok(OpenedStore::Mongo(Arc::new(store)))
         }
         None => {
-            let store = Arc::new(sqlite::SqliteStore::open(data_dir)?);
+            let store = sqlite::SqliteStore::open(data_dir)?;
             tracing::info!(dir = %data_dir.display(), "using the embedded SQLite store");
-            Ok((store.clone(), Some(store)))
+            Ok(OpenedStore::Embedded(Arc::new(store)))
         }
     }
 }
