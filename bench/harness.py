@@ -596,6 +596,7 @@ class Bench:
         self.run_dir = Path(args.run_dir)
         self.records = []
         self.notes = []
+        self.failed_phases = []
         self.facts = {}
         self.orders_bin = Path(args.orders_bin)
         self.axum_bin = Path(args.axum_bin)
@@ -805,6 +806,11 @@ class Bench:
             result["connections"] = connections
             result["cpu_percent"] = {**watch.shares(), "wrk": result["wrk_cpu_percent"]}
             result["product_metrics"] = product.summary()
+            # Mostly error statuses (401, 404, 422…) is a harness that talks to
+            # the system wrongly, not a measurement: the phase fails.
+            if result["errors"]["status"] * 2 > max(1, result["requests"]):
+                raise RuntimeError(f"{scenario} ({system}): {result['errors']['status']} of {result['requests']} "
+                                   "answers had an error status; check the key and the request the script sends")
             runs.append(result)
             key = (result["errors_total"] == 0, result["rps"] if result["errors_total"] == 0 else -result["errors_total"])
             if best is None or key > best[0]:
@@ -1018,30 +1024,53 @@ class Bench:
         id_file = self.run_dir / "ids-embedded.txt"
         id_file.write_text("\n".join(ids) + "\n")
         warm_reads(base, ids)
+        store = {"store": "embedded (SQLite + in-process cache)"}
         for scenario in ("get-by-id", "list", "update", "create"):
             if scenario in wanted:
-                entry = self.max_throughput("ours", scenario, base, id_file, pids, extra={"store": "embedded (SQLite + in-process cache)"})
+                entry = self.max_throughput("ours", scenario, base, id_file, pids, extra=store)
                 entry["scenario"] = f"{scenario}-embedded"
         self.stop_services(services)
+        if "get-by-id" in wanted:
+            self.measure_auth_cost(data_dir, ids, id_file, store)
+
+    def measure_auth_cost(self, data_dir, ids, id_file, store):
+        """Cached get-by-id on the same embedded store with `--auth off`: what the key check costs per request."""
+        with_auth = report.find(self.records, "get-by-id-embedded")
+        services, base, pids, _ = self.start_embedded(data_dir, keep_store=True, auth=False)
+        try:
+            warm_reads(base, ids)
+            without = self.max_throughput("ours", "get-by-id", base, id_file, pids, extra={**store, "auth": "off"})
+            without["scenario"] = "get-by-id-embedded-auth-off"
+        finally:
+            self.stop_services(services)
+        on, off = (with_auth or {}).get("cpu_us_per_request"), without.get("cpu_us_per_request")
+        self.record("auth-cost", "ours", cpu_us_with_auth=on, cpu_us_without_auth=off,
+                    cpu_us_per_check=(on - off) if on is not None and off is not None else None,
+                    rps_with_auth=(with_auth or {}).get("rps"), rps_without_auth=without.get("rps"),
+                    where="orders up, embedded store, cached GET /orders/{id}: an admin API key vs --auth off",
+                    source="process CPU time over the wrk run divided by the requests served")
 
     def seed_through_api(self, base, count):
         run_bounded("orders-seed", [str(self.orders_bin), "seed", str(count), "--url", base, "--concurrency", "32"],
                     timeout=600, env=clean_env(ORDERS_LOG="warn", ORDERS_API_KEY=os.environ.get("ORDERS_API_KEY", "")))
 
-    def start_embedded(self, data_dir, pin=None):
-        shutil.rmtree(data_dir / "store", ignore_errors=True)
-        (data_dir / "admin-key").unlink(missing_ok=True)  # the store it opened is gone
+    def start_embedded(self, data_dir, pin=None, keep_store=False, auth=True):
+        if not keep_store:
+            shutil.rmtree(data_dir / "store", ignore_errors=True)
+            (data_dir / "admin-key").unlink(missing_ok=True)  # the store it opened is gone
         reuse_compiled(self.run_dir / "ours-data", data_dir)
         argv = [str(self.orders_bin), "up", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
-                "--manifest", str(ROOT / "spin.toml"), "--no-build"]
+                "--manifest", str(ROOT / "spin.toml"), "--no-build"] + ([] if auth else ["--auth", "off"])
         if pin is not None:
             argv = ["taskset", "-c", str(pin)] + argv
         service = Service("ours-embedded", argv, self.run_dir, env=clean_env(ORDERS_LOG="warn"),
                           ready=r"orders is serving on (http://\S+)", ready_timeout=180).start()
         base = service.match.group(1)
         wait_for_200(base, "/healthz", process=service.process)
-        # `orders up` made the data directory's first admin key (issue 12).
-        os.environ["ORDERS_API_KEY"] = (data_dir / "admin-key").read_text().strip()
+        # `orders up` made the data directory's first admin key; without auth no key is sent.
+        os.environ.pop("ORDERS_API_KEY", None)
+        if auth:
+            os.environ["ORDERS_API_KEY"] = (data_dir / "admin-key").read_text().strip()
         self.metrics_urls = [base]
         return [service], base, process_tree(service.pid), None
 
@@ -1110,6 +1139,7 @@ class Bench:
             message = f"{phase.__name__}{tuple(a for a in args if isinstance(a, str))}: {error}"
             print("  FAILED: " + message, file=sys.stderr, flush=True)
             self.notes.append("failed: " + message.splitlines()[0][:400])
+            self.failed_phases.append(phase.__name__)
             for service in reversed(list(SERVICES)):
                 if service not in (getattr(self, "secantus", None), getattr(self, "redis", None)):
                     service.stop()
@@ -1189,6 +1219,10 @@ def main():
     print(report.table(bench.records))
     for note in bench.notes:
         print("note: " + note)
+    # The report keeps what was measured; the status says whether all of it was.
+    if bench.failed_phases:
+        print(f"FAILED phases: {', '.join(bench.failed_phases)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

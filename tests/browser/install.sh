@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Installs what tests/browser/bundle-e2e.mjs needs on a Debian 12 machine (run
-# as root): Chromium, Node.js with npm, and playwright-core from
+# Installs what tests/browser/bundle-e2e.mjs needs on a Debian 12 machine (as
+# root, or with passwordless sudo for apt): Chromium, Node.js with npm, and playwright-core from
 # package-lock.json. Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 say() { printf 'browser-tests: %s\n' "$*"; }
 apt_updated=
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
 apt_install() {
-  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 if [ -x /usr/bin/chromium ]; then

@@ -29,13 +29,14 @@ pub fn build_if_stale(manifest_path: &Path) -> Result<()> {
     if !functions.join("Cargo.toml").exists() {
         bail!("components are missing and {} has no functions workspace to build them from", root.display());
     }
+    ensure_wasm_target(&functions)?;
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
-    spinner.set_message("building the Wasm components (cargo build --release --target wasm32-wasip2)");
+    spinner.set_message(format!("building the Wasm components (cargo build --release --target {WASM_TARGET})"));
     spinner.enable_steady_tick(Duration::from_millis(120));
     // The components' paths in spin.toml point into functions/target, so a
     // CARGO_TARGET_DIR meant for the host build must not move them.
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["build", "--release", "--target", WASM_TARGET])
         .current_dir(&functions)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET_DIR")
@@ -43,15 +44,39 @@ pub fn build_if_stale(manifest_path: &Path) -> Result<()> {
         .context("cannot run cargo to build the components; is the Rust toolchain installed?")?;
     spinner.finish_and_clear();
     if !output.status.success() {
-        bail!(
-            "building the components failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("building the components failed:\n{}", String::from_utf8_lossy(&output.stderr));
     }
     for path in &wasm {
         if !path.exists() {
             bail!("the build finished but {} is missing; check the source paths in spin.toml", path.display());
         }
+    }
+    Ok(())
+}
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Adds the components' target to the toolchain when it lacks it: rustup
+/// adds the targets rust-toolchain.toml names only when it installs the
+/// toolchain, not to one already installed, so a fresh machine has none.
+fn ensure_wasm_target(functions: &Path) -> Result<()> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(functions)
+        .output()
+        .context("cannot run rustc; is the Rust toolchain installed?")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib").join(WASM_TARGET).is_dir() {
+        return Ok(());
+    }
+    eprintln!("the {WASM_TARGET} target is missing: adding it (rustup target add {WASM_TARGET}), once");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .current_dir(functions)
+        .status()
+        .with_context(|| format!("cannot run rustup to add the {WASM_TARGET} target; add it to your toolchain by hand"))?;
+    if !status.success() {
+        bail!("`rustup target add {WASM_TARGET}` failed ({status}); the components cannot be built without it");
     }
     Ok(())
 }
