@@ -230,6 +230,8 @@ fn wrong_store_host_fails_start_naming_host_and_key_but_not_the_password() {
 fn bad_configuration_names_the_key_and_the_allowed_values() {
     let stderr = orders_fails(&["up", "--no-build", "--mongo-read-preference", "fastest"], &[]);
     assert!(stderr.contains("--mongo-read-preference") && stderr.contains("secondaryPreferred"), "{stderr}");
+    let stderr = orders_fails(&["up", "--no-build", "--mongo-write-concern", "0"], &[]);
+    assert!(stderr.contains("--mongo-write-concern") && stderr.contains("majority"), "{stderr}");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("orders.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmongo_url = \"mongodb://x\"\n").expect("write config");

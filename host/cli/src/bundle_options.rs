@@ -6,16 +6,51 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use serde::Serialize;
 use orders_sidecar::bundles::address::AllowEntry;
 use orders_sidecar::bundles::{BundleSettings, FetchSettings, ResolveEntry};
 use orders_sidecar::queue::StreamLimits;
 
-/// No `Debug`: it would print the download secret.
-#[derive(Clone, Args)]
-pub struct BundleOptions {
+use crate::config::check_secret;
+use crate::settings::secret::Secret;
+
+/// What the components are told about bundles, so the instances of a
+/// cluster (`orders serve`) and the sidecar agree: the secret that signs
+/// download links and the most URLs one bundle may ask for.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ComponentBundleOptions {
     /// Secret signing download links (nginx's secure_link_md5 must hold the same); kept in <data-dir>/download-secret when absent.
     #[arg(long, env = "ORDERS_DOWNLOAD_SECRET", hide_env_values = true)]
-    pub download_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_secret: Option<Secret>,
+    /// Most URLs one bundle may ask for.
+    #[arg(long, env = "ORDERS_BUNDLE_MAX_URLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub bundle_max_urls: u32,
+}
+
+impl ComponentBundleOptions {
+    pub fn check(&self) -> Result<()> {
+        match &self.download_secret {
+            Some(secret) => check_secret(secret, "--download-secret / ORDERS_DOWNLOAD_SECRET"),
+            None => Ok(()),
+        }
+    }
+
+    /// The secret from the flag, else the one kept in the data directory
+    /// (made on first use), so links survive restarts.
+    pub fn secret(&self, data_dir: &Path) -> Result<Secret> {
+        match &self.download_secret {
+            Some(secret) => Ok(secret.clone()),
+            None => kept_secret(data_dir),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct BundleOptions {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub components: ComponentBundleOptions,
     /// How long a download link works, in seconds.
     #[arg(long, env = "ORDERS_LINK_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=604_800))]
     pub link_ttl_secs: u64,
@@ -25,9 +60,6 @@ pub struct BundleOptions {
     /// Largest sum of the files of one bundle, in bytes.
     #[arg(long, env = "ORDERS_BUNDLE_MAX_BYTES", default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub bundle_max_bytes: u64,
-    /// Most URLs one bundle may ask for.
-    #[arg(long, env = "ORDERS_BUNDLE_MAX_URLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub bundle_max_urls: u32,
     /// Time allowed for one URL's download (each attempt), in milliseconds.
     #[arg(long, env = "ORDERS_FETCH_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub fetch_timeout_ms: u64,
@@ -77,10 +109,10 @@ pub struct BundleOptions {
 }
 
 impl BundleOptions {
-    /// The secret from the flag, else the one kept in the data directory
-    /// (made on first use), so links survive restarts.
-    pub fn secret(&self, data_dir: &Path) -> Result<String> {
-        resolve_secret(self.download_secret.as_deref(), data_dir)
+    /// The allow and resolve lists parse, and the secret is long enough.
+    pub fn check(&self) -> Result<()> {
+        self.components.check()?;
+        self.settings(String::new()).map(drop)
     }
 
     pub fn settings(&self, secret: String) -> Result<BundleSettings> {
@@ -123,62 +155,14 @@ impl BundleOptions {
             max_queued_per_key: self.bundle_max_queued_per_client,
         }
     }
-
-    /// The same options as flags for child processes (the secret goes by environment).
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--link-ttl-secs".into(),
-            self.link_ttl_secs.to_string(),
-            "--bundle-max-file-bytes".into(),
-            self.bundle_max_file_bytes.to_string(),
-            "--bundle-max-bytes".into(),
-            self.bundle_max_bytes.to_string(),
-            "--bundle-max-urls".into(),
-            self.bundle_max_urls.to_string(),
-            "--fetch-timeout-ms".into(),
-            self.fetch_timeout_ms.to_string(),
-            "--fetch-max-redirects".into(),
-            self.fetch_max_redirects.to_string(),
-            "--bundle-workers".into(),
-            self.bundle_workers.to_string(),
-            "--bundle-downloads".into(),
-            self.bundle_downloads.to_string(),
-            "--bundle-claim-timeout-ms".into(),
-            self.bundle_claim_timeout_ms.to_string(),
-            "--fetch-min-bytes-per-sec".into(),
-            self.fetch_min_bytes_per_sec.to_string(),
-            "--bundle-deadline-ms".into(),
-            self.bundle_deadline_ms.to_string(),
-            "--bundle-max-retries".into(),
-            self.bundle_max_retries.to_string(),
-            "--bundle-max-queued".into(),
-            self.bundle_max_queued.to_string(),
-            "--bundle-max-queued-per-client".into(),
-            self.bundle_max_queued_per_client.to_string(),
-        ];
-        for allow in &self.fetch_allow {
-            args.extend(["--fetch-allow".into(), allow.clone()]);
-        }
-        for resolve in &self.fetch_resolve {
-            args.extend(["--fetch-resolve".into(), resolve.clone()]);
-        }
-        args
-    }
 }
 
-/// `flag` when given, else `<data_dir>/download-secret`, created with a
-/// random value (mode 0600) the first time.
-pub fn resolve_secret(flag: Option<&str>, data_dir: &Path) -> Result<String> {
-    if let Some(secret) = flag {
-        anyhow::ensure!(
-            secret.len() >= 16,
-            "--download-secret / ORDERS_DOWNLOAD_SECRET must be at least 16 characters"
-        );
-        return Ok(secret.to_owned());
-    }
+/// `<data_dir>/download-secret`, created with a random value (mode 0600)
+/// the first time.
+fn kept_secret(data_dir: &Path) -> Result<Secret> {
     let path = data_dir.join("download-secret");
     match std::fs::read_to_string(&path) {
-        Ok(text) if text.trim().len() >= 16 => return Ok(text.trim().to_owned()),
+        Ok(text) if text.trim().len() >= 16 => return Ok(Secret::new(text.trim())),
         Ok(_) => anyhow::bail!(
             "{} holds no usable secret (16+ characters); remove it to make a new one",
             path.display()
@@ -191,11 +175,11 @@ pub fn resolve_secret(flag: Option<&str>, data_dir: &Path) -> Result<String> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let secret = crate::run::random_token();
-    match crate::private_file::create_private(&path, secret.as_bytes()) {
+    match crate::private_file::create_private(&path, secret.expose().as_bytes()) {
         Ok(()) => {}
         // Another process made it first: use theirs.
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            return resolve_secret(None, data_dir);
+            return kept_secret(data_dir);
         }
         Err(error) => {
             return Err(error).with_context(|| format!("cannot create {}", path.display()));

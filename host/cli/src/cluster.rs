@@ -14,12 +14,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::auth_options::AuthOptions;
-use crate::config::{RunnerOptions, StoreOptions, manifest_dir};
-use crate::keys::{announce_admin_key, bootstrap_admin_key};
-use crate::run::{random_token, shutdown_signal};
+use crate::config::{DataDir, RunnerOptions, StoreOptions, manifest_dir};
+use crate::keys::{announce_admin_key, bootstrap_admin_key, open_keys};
+use crate::run::{ServeArgs, SidecarArgs, random_token, shutdown_signal};
+use crate::settings::child;
+use crate::settings::secret::Secret;
 
-/// No `Debug`: the store options may hold passwords.
-#[derive(Args)]
+#[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// How many runner instances behind nginx.
     #[arg(long, env = "ORDERS_INSTANCES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -72,13 +73,13 @@ async fn stop_all(children: &mut [Managed]) {
     }
 }
 
-/// Starts `orders <args>` and waits for its "listening on http://ADDR" line.
-async fn spawn_orders(role: &'static str, args: Vec<String>, env: Vec<(String, String)>, log: &Path) -> Result<Managed> {
+/// Starts `orders <subcommand>` with `settings` and waits for its
+/// "listening on http://ADDR" line.
+async fn spawn_orders(role: &'static str, settings: &Path, log: &Path) -> Result<Managed> {
     let exe = std::env::current_exe().context("cannot find the orders executable")?;
     let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let mut child = Command::new(exe)
-        .args(&args)
-        .envs(env)
+    let subcommand = if role == "sidecar" { "sidecar" } else { "serve" };
+    let mut child = child::command(&exe, subcommand, settings)
         .stdout(Stdio::piped())
         .stderr(log_file)
         .kill_on_drop(true)
@@ -101,8 +102,14 @@ async fn spawn_orders(role: &'static str, args: Vec<String>, env: Vec<(String, S
     Ok(Managed { role, child, address })
 }
 
-pub async fn run(args: ClusterArgs) -> Result<()> {
-    let data_dir = std::path::absolute(&args.store.data_dir)?;
+impl ClusterArgs {
+    pub fn check(&self) -> Result<()> {
+        self.store.check()
+    }
+}
+
+pub async fn run(args: ClusterArgs, log: &str) -> Result<()> {
+    let data_dir = std::path::absolute(args.store.data_dir())?;
     crate::private_files::private_data_dir(&data_dir)?;
     if !args.runner.no_build {
         crate::components::build_if_stale(&args.runner.manifest)?;
@@ -111,11 +118,15 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     let token = random_token();
     args.auth.settings(args.listen, "--listen")?;
     let admin_key = match args.auth.enabled() {
-        true => bootstrap_admin_key(&*args.store.key_store(&data_dir).open().await?, &data_dir).await?,
+        true => {
+            let mut location = args.store.location.clone();
+            location.dir.data_dir = data_dir.clone();
+            bootstrap_admin_key(&*open_keys(&location).await?, &data_dir).await?
+        }
         false => None,
     };
     let mut children: Vec<Managed> = Vec::new();
-    let result = start(&args, &data_dir, &manifest, &token, &mut children).await;
+    let result = start(&args, &data_dir, &manifest, &token, log, &mut children).await;
     if let Err(error) = result {
         stop_all(&mut children).await;
         return Err(error);
@@ -129,33 +140,39 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
     Ok(())
 }
 
-async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str, children: &mut Vec<Managed>) -> Result<()> {
-    let store_args = args.store.to_args(data_dir);
-    let mut secret_env: Vec<(String, String)> = args.store.secret_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    secret_env.push(("ORDERS_SIDECAR_TOKEN".into(), token.to_owned()));
-    let download_secret = args.store.bundles.secret(data_dir)?;
-    secret_env.push(("ORDERS_DOWNLOAD_SECRET".into(), download_secret.clone()));
+async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Secret, log: &str, children: &mut Vec<Managed>) -> Result<()> {
+    let settings_dir = data_dir.join("cluster");
+    let mut store = args.store.clone();
+    store.location.dir.data_dir = data_dir.to_path_buf();
+    let download_secret = store.bundles.components.secret(data_dir)?;
+    store.bundles.components.download_secret = Some(download_secret.clone());
 
-    let mut sidecar_args = vec!["sidecar".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
-    sidecar_args.extend(store_args);
-    sidecar_args.extend(args.auth.to_args());
-    let sidecar = spawn_orders("sidecar", sidecar_args, secret_env.clone(), &data_dir.join("sidecar.log")).await?;
-    let sidecar_url = format!("http://{}", sidecar.address);
+    let sidecar = SidecarArgs {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        sidecar_token: token.clone(),
+        auth: args.auth.clone(),
+        store: store.clone(),
+    };
+    let settings = child::write_settings(&settings_dir, "sidecar", &sidecar, log)?;
+    let sidecar = spawn_orders("sidecar", &settings, &data_dir.join("sidecar.log")).await?;
+    let sidecar_url = format!("http://{}", sidecar.address).parse().context("the sidecar's address")?;
     children.push(sidecar);
 
+    let mut runner = args.runner.clone();
+    runner.manifest = manifest.to_path_buf();
+    runner.no_build = true;
+    let instance = ServeArgs {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        sidecar_url,
+        sidecar_token: token.clone(),
+        dir: DataDir { data_dir: data_dir.to_path_buf() },
+        components: store.bundles.components.clone(),
+        runner,
+    };
+    let settings = child::write_settings(&settings_dir, "instance", &instance, log)?;
     for index in 0..args.instances {
-        let mut instance_args = vec![
-            "serve".to_owned(),
-            "--listen".into(), "127.0.0.1:0".into(),
-            "--sidecar-url".into(), sidecar_url.clone(),
-            "--data-dir".into(), data_dir.display().to_string(),
-            "--manifest".into(), manifest.display().to_string(),
-            "--bundle-max-urls".into(), args.store.bundles.bundle_max_urls.to_string(),
-            "--no-build".into(),
-        ];
-        instance_args.extend(args.runner.to_args());
         let log = data_dir.join(format!("instance-{index}.log"));
-        children.push(spawn_orders("instance", instance_args, secret_env.clone(), &log).await?);
+        children.push(spawn_orders("instance", &settings, &log).await?);
     }
 
     let nginx_dir = data_dir.join("nginx");
@@ -172,7 +189,7 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
         .replace("{{prefix}}", &nginx_dir.display().to_string())
         .replace("{{listen}}", &args.listen.to_string())
         .replace("{{upstreams}}", upstreams.trim_end())
-        .replace("{{download_secret}}", &download_secret)
+        .replace("{{download_secret}}", download_secret.expose())
         .replace("{{blobs}}", &data_dir.join("store/blobs").display().to_string())
         .replace("{{user}}", &worker_user());
     let config_path = nginx_dir.join("nginx.conf");

@@ -1,71 +1,95 @@
-//! Configuration: flags, then `ORDERS_*` environment variables, then a TOML
-//! file (`--config` / `ORDERS_CONFIG`), then defaults. The file is applied
-//! by setting the environment variables it names that are not already set,
-//! so every source goes through clap's one set of validators.
+//! The options shared by several commands, each declared once: where the
+//! store is, how the runner serves, what the components are told. Values are
+//! parsed by clap into their types (see `settings::values`); flags beat
+//! `ORDERS_*` environment variables, which beat the settings file
+//! (`settings::file`), which beats the defaults. Each group is also
+//! `Serialize`, with its keys as the file names them, so `orders cluster`
+//! hands its children their settings whole (`settings::child`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use orders_runner::Limits;
 use orders_sidecar::SidecarConfig;
 use orders_sidecar::auth::AuthSettings;
+use orders_sidecar::store::mongo::MongoSettings;
+use serde::Serialize;
 
 use crate::bundle_options::BundleOptions;
-use orders_sidecar::store::mongo::MongoSettings;
+use crate::settings::secret::Secret;
+use crate::settings::values::{ReadPreference, WriteConcern, check_mongo_uri, check_redis_url};
 
-/// Loads `--config FILE` (or `ORDERS_CONFIG`) into the environment.
-pub fn apply_config_file(args: &[String]) -> Result<()> {
-    let from_flag = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).cloned();
-    let from_flag = from_flag.or_else(|| args.iter().find_map(|a| a.strip_prefix("--config=").map(str::to_owned)));
-    let Some(path) = from_flag.or_else(|| std::env::var("ORDERS_CONFIG").ok()) else { return Ok(()) };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {path}"))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("config file {path} is not valid TOML"))?;
-    for (key, value) in table {
-        if !KNOWN_KEYS.contains(&key.as_str()) {
-            bail!("config file {path}: unknown key {key:?}; known keys: {}", KNOWN_KEYS.join(", "));
-        }
-        let env_name = format!("ORDERS_{}", key.to_ascii_uppercase());
-        if std::env::var_os(&env_name).is_none() {
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Array(items) => items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(","),
-                other => other.to_string(),
-            };
-            // SAFETY: called at the start of main, before any thread exists.
-            unsafe { std::env::set_var(env_name, value) };
-        }
-    }
-    Ok(())
-}
-
-const KNOWN_KEYS: &[&str] = &[
-    "listen", "data_dir", "manifest", "mongo_uri", "mongo_database", "mongo_collection", "mongo_pool_size", "mongo_read_preference",
-    "mongo_write_concern", "mongo_timeout_ms", "redis_url", "cache_ttl_secs", "store_timeout_ms", "sidecar_token",
-    "sidecar_url", "sidecar_listen", "max_instances", "max_body_bytes", "log", "instances", "download_secret",
-    "link_ttl_secs", "bundle_max_file_bytes", "bundle_max_bytes", "bundle_max_urls", "fetch_timeout_ms", "fetch_max_redirects",
-    "fetch_allow", "bundle_workers", "bundle_downloads", "bundle_claim_timeout_ms", "fetch_resolve", "fetch_min_bytes_per_sec",
-    "bundle_deadline_ms", "bundle_max_retries", "bundle_max_queued", "bundle_max_queued_per_client", "auth", "default_rate_limit", "jwt_issuer", "jwt_audience", "jwks_url",
-    "max_streams", "queue_timeout_ms", "request_timeout_ms", "request_cpu_ms", "stream_timeout_ms",
-    "max_instance_memory_mb", "body_timeout_ms", "max_connections", "header_timeout_ms", "idle_timeout_ms",
-];
-
-/// Where the stores are, shared by `up`, `sidecar` and `cluster`. No
-/// `Debug`: the URIs may hold passwords.
-#[derive(Clone, Args)]
-pub struct StoreOptions {
-    /// Directory for the embedded store and compiled components.
+/// The data directory, which every long-running command and store tool uses.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct DataDir {
+    /// Directory for the embedded store, compiled components and cluster files.
     #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
     pub data_dir: PathBuf,
+}
+
+impl DataDir {
+    /// Where the embedded store lives inside the data directory.
+    pub fn embedded_store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+/// Where the product's data is: the data directory, or MongoDB when a URI
+/// is set. The key and audit commands need only this. No `Debug` of the URI:
+/// it may hold a password.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct StoreLocation {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub dir: DataDir,
     /// MongoDB URI (credentials and authSource allowed); the embedded store is used when absent.
     #[arg(long, env = "ORDERS_MONGO_URI", hide_env_values = true)]
-    pub mongo_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongo_uri: Option<Secret>,
     /// MongoDB database name.
     #[arg(long, env = "ORDERS_MONGO_DATABASE", default_value = "orders_db")]
     pub mongo_database: String,
+    /// Connect and server-selection timeout for MongoDB, in milliseconds.
+    #[arg(long, env = "ORDERS_MONGO_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60000))]
+    pub mongo_timeout_ms: u64,
+}
+
+impl StoreLocation {
+    pub fn check(&self) -> Result<()> {
+        if let Some(uri) = &self.mongo_uri {
+            check_mongo_uri(uri.expose()).map_err(|why| anyhow::anyhow!("--mongo-uri / ORDERS_MONGO_URI {why}"))?;
+        }
+        Ok(())
+    }
+
+    /// MongoDB's settings with the given pool and consistency, when a URI is set.
+    pub fn mongo_settings(&self, max_pool_size: u32, write: WriteConcern, read: ReadPreference,
+        collection_names: HashMap<String, String>) -> Option<MongoSettings> {
+        let timeout = Duration::from_millis(self.mongo_timeout_ms);
+        self.mongo_uri.as_ref().map(|uri| MongoSettings {
+            uri: uri.expose().to_owned(),
+            database: self.mongo_database.clone(),
+            max_pool_size,
+            connect_timeout: timeout,
+            server_selection_timeout: timeout,
+            write_concern: write.to_driver(),
+            read_preference: read.to_driver(),
+            collection_names,
+        })
+    }
+}
+
+/// Where the stores are and how they are used, shared by `up`, `sidecar`,
+/// `cluster` and the store tools.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct StoreOptions {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub location: StoreLocation,
     /// MongoDB collection holding the orders.
     #[arg(long, env = "ORDERS_MONGO_COLLECTION", default_value = "orders")]
     pub mongo_collection: String,
@@ -73,18 +97,15 @@ pub struct StoreOptions {
     #[arg(long, env = "ORDERS_MONGO_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub mongo_pool_size: u32,
     /// Read preference: primary, primaryPreferred, secondary, secondaryPreferred or nearest.
-    #[arg(long, env = "ORDERS_MONGO_READ_PREFERENCE", default_value = "primary",
-          value_parser = ["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"])]
-    pub mongo_read_preference: String,
+    #[arg(long, env = "ORDERS_MONGO_READ_PREFERENCE", value_enum, default_value_t = ReadPreference::Primary)]
+    pub mongo_read_preference: ReadPreference,
     /// Write concern: "majority" or a number of nodes.
     #[arg(long, env = "ORDERS_MONGO_WRITE_CONCERN", default_value = "majority")]
-    pub mongo_write_concern: String,
-    /// Connect and server-selection timeout for MongoDB, in milliseconds.
-    #[arg(long, env = "ORDERS_MONGO_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60000))]
-    pub mongo_timeout_ms: u64,
+    pub mongo_write_concern: WriteConcern,
     /// Redis URL for the shared cache; an in-process cache is used when absent.
     #[arg(long, env = "ORDERS_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<Secret>,
     /// How long cached orders and pages live, in seconds.
     #[arg(long, env = "ORDERS_CACHE_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub cache_ttl_secs: u64,
@@ -92,52 +113,50 @@ pub struct StoreOptions {
     #[arg(long, env = "ORDERS_STORE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120000))]
     pub store_timeout_ms: u64,
     #[command(flatten)]
+    #[serde(flatten)]
     pub bundles: BundleOptions,
 }
 
 impl StoreOptions {
-    /// Where the API keys and the audit trail of this store are.
-    pub fn key_store(&self, data_dir: &Path) -> crate::keys::KeyStoreOptions {
-        crate::keys::KeyStoreOptions {
-            data_dir: data_dir.to_path_buf(),
-            mongo_uri: self.mongo_uri.clone(),
-            mongo_database: self.mongo_database.clone(),
-            mongo_timeout_ms: self.mongo_timeout_ms,
+    pub fn data_dir(&self) -> &Path {
+        &self.location.dir.data_dir
+    }
+
+    pub fn check(&self) -> Result<()> {
+        self.location.check()?;
+        if let Some(url) = &self.redis_url {
+            check_redis_url(url.expose()).map_err(|why| anyhow::anyhow!("--redis-url / ORDERS_REDIS_URL is invalid: {why}"))?;
         }
+        self.bundles.check()
     }
 
     /// MongoDB's settings, when a URI is configured.
     pub fn mongo_settings(&self) -> Option<MongoSettings> {
-        let timeout = Duration::from_millis(self.mongo_timeout_ms);
-        self.mongo_uri.as_ref().map(|uri| MongoSettings {
-            uri: uri.clone(),
-            database: self.mongo_database.clone(),
-            max_pool_size: self.mongo_pool_size,
-            connect_timeout: timeout,
-            server_selection_timeout: timeout,
-            write_concern: self.mongo_write_concern.clone(),
-            read_preference: self.mongo_read_preference.clone(),
-            collection_names: HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
-        })
+        self.location.mongo_settings(
+            self.mongo_pool_size,
+            self.mongo_write_concern,
+            self.mongo_read_preference,
+            HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
+        )
     }
 
     /// The prefix of every Redis key of this database's cache, queues and logs.
     pub fn redis_namespace(&self) -> String {
-        format!("orders:{}", self.mongo_database)
+        format!("orders:{}", self.location.mongo_database)
     }
 
     /// Where the embedded store lives inside the data directory.
     pub fn embedded_store_dir(&self) -> PathBuf {
-        self.data_dir.join("store")
+        self.location.dir.embedded_store_dir()
     }
 
-    pub fn sidecar_config(&self, token: &str, download_secret: &str, auth: AuthSettings) -> Result<SidecarConfig> {
-        let bundles = self.bundles.settings(download_secret.to_owned())?;
+    pub fn sidecar_config(&self, token: &Secret, download_secret: &Secret, auth: AuthSettings) -> Result<SidecarConfig> {
+        let bundles = self.bundles.settings(download_secret.expose().to_owned())?;
         Ok(SidecarConfig {
-            token: token.to_owned(),
+            token: token.expose().to_owned(),
             data_dir: self.embedded_store_dir(),
             mongo: self.mongo_settings(),
-            redis_url: self.redis_url.clone(),
+            redis_url: self.redis_url.as_ref().map(|url| url.expose().to_owned()),
             redis_namespace: self.redis_namespace(),
             cache_ttl: Duration::from_secs(self.cache_ttl_secs),
             cache_max_entries: 100_000,
@@ -150,41 +169,19 @@ impl StoreOptions {
             auth,
         })
     }
+}
 
-    /// The same options as command-line flags, for child processes.
-    pub fn to_args(&self, data_dir: &Path) -> Vec<String> {
-        vec![
-            "--data-dir".into(), data_dir.display().to_string(),
-            "--mongo-database".into(), self.mongo_database.clone(),
-            "--mongo-collection".into(), self.mongo_collection.clone(),
-            "--mongo-pool-size".into(), self.mongo_pool_size.to_string(),
-            "--mongo-read-preference".into(), self.mongo_read_preference.clone(),
-            "--mongo-write-concern".into(), self.mongo_write_concern.clone(),
-            "--mongo-timeout-ms".into(), self.mongo_timeout_ms.to_string(),
-            "--cache-ttl-secs".into(), self.cache_ttl_secs.to_string(),
-            "--store-timeout-ms".into(), self.store_timeout_ms.to_string(),
-        ]
-        .into_iter()
-        .chain(self.bundles.to_args())
-        .collect()
+/// A token or secret given by flag or environment: at least 16 characters,
+/// checked with a message that names the key and not the value.
+pub fn check_secret(secret: &Secret, key: &str) -> Result<()> {
+    if secret.expose().len() < 16 {
+        bail!("{key} must be at least 16 characters");
     }
-
-    /// URIs may hold passwords: they reach child processes by environment,
-    /// not argv, which `ps` shows to every user.
-    pub fn secret_env(&self) -> HashMap<&'static str, String> {
-        let mut env = HashMap::new();
-        if let Some(uri) = &self.mongo_uri {
-            env.insert("ORDERS_MONGO_URI", uri.clone());
-        }
-        if let Some(url) = &self.redis_url {
-            env.insert("ORDERS_REDIS_URL", url.clone());
-        }
-        env
-    }
+    Ok(())
 }
 
 /// How the runner serves the components.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct RunnerOptions {
     /// The Spin manifest to serve.
     #[arg(long, env = "ORDERS_MANIFEST", default_value = "spin.toml")]
@@ -198,6 +195,7 @@ pub struct RunnerOptions {
     /// Streaming responses (event streams, large downloads) held at once; more get 503 + Retry-After.
     /// Must be below --max-instances; default half of it.
     #[arg(long, env = "ORDERS_MAX_STREAMS", value_parser = clap::value_parser!(u32).range(0..=10000))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_streams: Option<u32>,
     /// Longest wait for a free instance, in milliseconds; then 503 + Retry-After.
     #[arg(long, env = "ORDERS_QUEUE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
@@ -251,27 +249,6 @@ impl RunnerOptions {
         };
         limits.check()?;
         Ok(limits)
-    }
-
-    /// The same options as command-line flags, for the instances of a cluster.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "--max-instances".into(), self.max_instances.to_string(),
-            "--max-body-bytes".into(), self.max_body_bytes.to_string(),
-            "--queue-timeout-ms".into(), self.queue_timeout_ms.to_string(),
-            "--request-timeout-ms".into(), self.request_timeout_ms.to_string(),
-            "--request-cpu-ms".into(), self.request_cpu_ms.to_string(),
-            "--stream-timeout-ms".into(), self.stream_timeout_ms.to_string(),
-            "--max-instance-memory-mb".into(), self.max_instance_memory_mb.to_string(),
-            "--body-timeout-ms".into(), self.body_timeout_ms.to_string(),
-            "--max-connections".into(), self.max_connections.to_string(),
-            "--header-timeout-ms".into(), self.header_timeout_ms.to_string(),
-            "--idle-timeout-ms".into(), self.idle_timeout_ms.to_string(),
-        ];
-        if let Some(streams) = self.max_streams {
-            args.extend(["--max-streams".into(), streams.to_string()]);
-        }
-        args
     }
 }
 

@@ -4,9 +4,8 @@
 //! every sidecar within the key cache's bound, 2 s). Also the first `admin`
 //! key that `orders up` and `orders cluster` make on a fresh data directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -17,51 +16,25 @@ use orders_sidecar::auth::http::audit_json;
 use orders_sidecar::store::keys::mongo::MongoKeys;
 use orders_sidecar::store::keys::sqlite::SqliteKeys;
 use orders_sidecar::store::keys::{AuditEntry, KeyStore, Revoked};
-use orders_sidecar::store::mongo::{MongoSettings, MongoStore};
+use orders_sidecar::store::mongo::MongoStore;
 
+use crate::config::StoreLocation;
 use crate::private_file::create_private;
+use crate::settings::values::{ReadPreference, WriteConcern};
 
 /// The file `orders up` and `orders cluster` keep the first admin key in.
 pub const ADMIN_KEY_FILE: &str = "admin-key";
 /// Who the audit trail names for changes made with this command.
 const CLI_ACTOR: &str = "cli";
 
-/// Where the keys are: the same store the product uses.
-#[derive(Debug, Clone, Args)]
-pub struct KeyStoreOptions {
-    /// The product's data directory (keys are in <data-dir>/store/auth.sqlite3).
-    #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
-    pub data_dir: PathBuf,
-    /// MongoDB URI of the product's database; the embedded store is used when absent.
-    #[arg(long, env = "ORDERS_MONGO_URI", hide_env_values = true)]
-    pub mongo_uri: Option<String>,
-    /// MongoDB database name.
-    #[arg(long, env = "ORDERS_MONGO_DATABASE", default_value = "orders_db")]
-    pub mongo_database: String,
-    /// Connect and server-selection timeout for MongoDB, in milliseconds.
-    #[arg(long, env = "ORDERS_MONGO_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60000))]
-    pub mongo_timeout_ms: u64,
-}
-
-impl KeyStoreOptions {
-    pub async fn open(&self) -> Result<Arc<dyn KeyStore>> {
-        let Some(uri) = &self.mongo_uri else {
-            return Ok(Arc::new(SqliteKeys::open(&self.data_dir.join("store"))?));
-        };
-        let timeout = Duration::from_millis(self.mongo_timeout_ms);
-        let store = MongoStore::connect(&MongoSettings {
-            uri: uri.clone(),
-            database: self.mongo_database.clone(),
-            max_pool_size: 2,
-            connect_timeout: timeout,
-            server_selection_timeout: timeout,
-            write_concern: "majority".into(),
-            read_preference: "primary".into(),
-            collection_names: Default::default(),
-        })
-        .await?;
-        Ok(Arc::new(MongoKeys::open(store.database().clone()).await?))
-    }
+/// The key store of the product's store (`<data-dir>/store/auth.sqlite3`, or
+/// MongoDB's database when a URI is set).
+pub async fn open_keys(location: &StoreLocation) -> Result<Arc<dyn KeyStore>> {
+    let Some(settings) = location.mongo_settings(2, WriteConcern::Majority, ReadPreference::Primary, Default::default()) else {
+        return Ok(Arc::new(SqliteKeys::open(&location.dir.embedded_store_dir())?));
+    };
+    let store = MongoStore::connect(&settings).await?;
+    Ok(Arc::new(MongoKeys::open(store.database().clone()).await?))
 }
 
 #[derive(Debug, Args)]
@@ -92,7 +65,7 @@ struct CreateArgs {
     #[arg(long, value_parser = parse_rate)]
     rate_limit: Option<u32>,
     #[command(flatten)]
-    store: KeyStoreOptions,
+    store: StoreLocation,
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +74,7 @@ struct ListArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    store: KeyStoreOptions,
+    store: StoreLocation,
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +82,7 @@ struct RevokeArgs {
     /// The key's id (key_…) or its name.
     id_or_name: String,
     #[command(flatten)]
-    store: KeyStoreOptions,
+    store: StoreLocation,
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +97,7 @@ pub struct AuditArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    store: KeyStoreOptions,
+    store: StoreLocation,
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
@@ -148,7 +121,7 @@ pub async fn run(args: KeysArgs) -> Result<()> {
     match args.command {
         KeysCommand::Create(args) => {
             check_name(&args.name).map_err(anyhow::Error::msg)?;
-            let keys = args.store.open().await?;
+            let keys = open_keys(&args.store).await?;
             let created = create_key(&*keys, &args.name, args.scopes, args.rate_limit, CLI_ACTOR)
                 .await
                 .with_context(|| format!("cannot create key {:?}", args.name))?;
@@ -163,7 +136,7 @@ pub async fn run(args: KeysArgs) -> Result<()> {
             println!("{}", created.text);
         }
         KeysCommand::List(args) => {
-            let keys = args.store.open().await?.list_keys().await?;
+            let keys = open_keys(&args.store).await?.list_keys().await?;
             if args.json {
                 for key in &keys {
                     println!("{}", serde_json::to_string(key)?);
@@ -191,7 +164,7 @@ pub async fn run(args: KeysArgs) -> Result<()> {
             }
         }
         KeysCommand::Revoke(args) => {
-            let keys = args.store.open().await?;
+            let keys = open_keys(&args.store).await?;
             match keys.revoke_key(&args.id_or_name, now_ms()).await? {
                 Revoked::Done(key) => {
                     keys.append_audit(&AuditEntry {
@@ -224,9 +197,7 @@ pub async fn run(args: KeysArgs) -> Result<()> {
 }
 
 pub async fn audit(args: AuditArgs) -> Result<()> {
-    let entries = args
-        .store
-        .open()
+    let entries = open_keys(&args.store)
         .await?
         .audit_since(args.since.unwrap_or(0), args.limit)
         .await?;

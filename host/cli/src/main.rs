@@ -12,11 +12,12 @@ mod keys;
 mod private_file;
 mod run;
 mod seed;
+mod settings;
 mod store_tools;
 mod transfer;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "orders", version, about = "The orders API as WebAssembly components: run, scale out, seed.",
@@ -59,11 +60,28 @@ enum Command {
     Audit(keys::AuditArgs),
 }
 
+impl Command {
+    /// What clap's parsers cannot see alone: secrets' lengths, URIs'
+    /// shapes, lists that parse as a whole. Messages name the key.
+    fn check(&self) -> Result<()> {
+        match self {
+            Command::Up(args) => args.check(),
+            Command::Sidecar(args) => args.check(),
+            Command::Serve(args) => args.check(),
+            Command::Cluster(args) => args.check(),
+            Command::Migrate(args) => args.store.check(),
+            Command::Export(args) => args.store.check(),
+            Command::Import(args) => args.store.check(),
+            Command::Seed(_) | Command::Keys(_) | Command::Audit(_) => Ok(()),
+        }
+    }
+}
+
 fn main() -> Result<()> {
     private_files::restrict_umask();
-    let args: Vec<String> = std::env::args().collect();
-    config::apply_config_file(&args)?;
-    let cli = Cli::parse();
+    let (argv, file) = settings::file::layer(Cli::command(), std::env::args().collect()).unwrap_or_else(|e| fail(e));
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|error| file.exit(error));
+    cli.command.check().unwrap_or_else(|e| fail(e));
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
@@ -75,7 +93,7 @@ fn main() -> Result<()> {
             Command::Up(args) => run::up(args).await,
             Command::Sidecar(args) => run::sidecar(args).await,
             Command::Serve(args) => run::serve(args).await,
-            Command::Cluster(args) => cluster::run(args).await,
+            Command::Cluster(args) => cluster::run(args, &cli.log).await,
             Command::Seed(args) => seed::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Export(args) => transfer::export(args).await,
@@ -84,9 +102,13 @@ fn main() -> Result<()> {
             Command::Audit(args) => keys::audit(args).await,
         }
     });
-    if let Err(error) = &result {
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
-    }
+    result.unwrap_or_else(|e| fail(e));
     Ok(())
+}
+
+/// Settings that do not make sense, or a command that failed: one line on
+/// stderr (no backtrace), status 1.
+fn fail(error: anyhow::Error) -> ! {
+    eprintln!("error: {error:#}");
+    std::process::exit(1);
 }

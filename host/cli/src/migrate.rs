@@ -96,7 +96,7 @@ pub async fn run(args: MigrateArgs) -> Result<()> {
         ..Report::default()
     };
     report.total = store.count(ORDERS).await?;
-    report.indexes = match args.store.mongo_uri {
+    report.indexes = match args.store.location.mongo_uri {
         Some(_) => vec![
             "idempotency_keys.idempotency_ttl (TTL on created_at)",
             "orders._id (unique, MongoDB's own)",

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 
 /// Files and directories below the data directory that hold secrets or
 /// customer data, and are tightened at start when they exist.
-const PRIVATE_DIRS: &[&str] = &["store", "store/blobs", "nginx"];
+const PRIVATE_DIRS: &[&str] = &["store", "store/blobs", "nginx", "cluster"];
 const PRIVATE_FILES: &[&str] = &["download-secret", "nginx/nginx.conf"];
 
 /// Every file this process creates is its owner's only (0600, dirs 0700).

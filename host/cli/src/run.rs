@@ -12,18 +12,24 @@ use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource,
 use orders_sidecar::{Sidecar, call_router};
 use orders_telemetry::Registry;
 
+use serde::Serialize;
+use url::Url;
+
 use crate::auth_options::AuthOptions;
-use crate::bundle_options::resolve_secret;
+use crate::bundle_options::ComponentBundleOptions;
 use crate::keys::{announce_admin_key, bootstrap_admin_key};
 use crate::components::build_if_stale;
-use crate::config::{RunnerOptions, StoreOptions, bind};
+use crate::config::{DataDir, RunnerOptions, StoreOptions, bind, check_secret};
 use crate::fd_limit;
+use crate::settings::secret::Secret;
+
+/// How the sidecar token is named in messages.
+const SIDECAR_TOKEN_KEY: &str = "--sidecar-token / ORDERS_SIDECAR_TOKEN";
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// No `Debug` on these: they hold tokens and secrets.
-#[derive(Args)]
+#[derive(Debug, Args)]
 pub struct UpArgs {
     /// Address of the API.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:3000")]
@@ -39,50 +45,73 @@ pub struct UpArgs {
     pub runner: RunnerOptions,
 }
 
-#[derive(Args)]
+impl UpArgs {
+    pub fn check(&self) -> Result<()> {
+        self.store.check()
+    }
+}
+
+/// `Serialize`: `orders cluster` hands a sidecar its settings whole.
+#[derive(Debug, Args, Serialize)]
 pub struct SidecarArgs {
     /// Address of the sidecar's internal API.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:7071")]
     pub listen: SocketAddr,
     /// Bearer token components must present.
     #[arg(long, env = "ORDERS_SIDECAR_TOKEN", hide_env_values = true)]
-    pub sidecar_token: String,
+    pub sidecar_token: Secret,
     #[command(flatten)]
+    #[serde(flatten)]
     pub auth: AuthOptions,
     #[command(flatten)]
+    #[serde(flatten)]
     pub store: StoreOptions,
 }
 
-#[derive(Args)]
+impl SidecarArgs {
+    pub fn check(&self) -> Result<()> {
+        check_secret(&self.sidecar_token, SIDECAR_TOKEN_KEY)?;
+        self.store.check()
+    }
+}
+
+/// `Serialize`: `orders cluster` hands each instance its settings whole.
+#[derive(Debug, Args, Serialize)]
 pub struct ServeArgs {
     /// Address of the API.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
     /// URL of the sidecar the components call.
-    #[arg(long, env = "ORDERS_SIDECAR_URL")]
-    pub sidecar_url: String,
+    #[arg(long, env = "ORDERS_SIDECAR_URL", value_parser = crate::settings::values::http_url)]
+    pub sidecar_url: Url,
     /// Bearer token of that sidecar.
     #[arg(long, env = "ORDERS_SIDECAR_TOKEN", hide_env_values = true)]
-    pub sidecar_token: String,
-    /// Directory for compiled components.
-    #[arg(long, env = "ORDERS_DATA_DIR", default_value = ".data")]
-    pub data_dir: std::path::PathBuf,
-    /// Secret of the download links (the sidecar's); kept in <data-dir>/download-secret when absent.
-    #[arg(long, env = "ORDERS_DOWNLOAD_SECRET", hide_env_values = true)]
-    pub download_secret: Option<String>,
-    /// Most URLs one bundle may ask for.
-    #[arg(long, env = "ORDERS_BUNDLE_MAX_URLS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub bundle_max_urls: u32,
+    pub sidecar_token: Secret,
     #[command(flatten)]
+    #[serde(flatten)]
+    pub dir: DataDir,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub components: ComponentBundleOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub runner: RunnerOptions,
 }
 
+impl ServeArgs {
+    pub fn check(&self) -> Result<()> {
+        check_secret(&self.sidecar_token, SIDECAR_TOKEN_KEY)?;
+        self.components.check()
+    }
+}
+
 /// The Spin variables the runner gives the components (`spin.toml`'s `[variables]`).
-fn component_variables(sidecar_url: &str, token: &str, download_secret: &str, bundle_max_urls: u32) -> HashMap<String, String> {
+fn component_variables(sidecar_url: &str, token: &Secret, download_secret: &Secret, bundle_max_urls: u32) -> HashMap<String, String> {
     HashMap::from([
-        ("sidecar_url".to_owned(), sidecar_url.to_owned()),
-        ("sidecar_token".to_owned(), token.to_owned()),
-        ("download_secret".to_owned(), download_secret.to_owned()),
+        // Without the slash a parsed URL adds: the components append `/v1/…`.
+        ("sidecar_url".to_owned(), sidecar_url.trim_end_matches('/').to_owned()),
+        ("sidecar_token".to_owned(), token.expose().to_owned()),
+        ("download_secret".to_owned(), download_secret.expose().to_owned()),
         ("bundle_max_urls".to_owned(), bundle_max_urls.to_string()),
     ])
 }
@@ -97,8 +126,8 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-pub fn random_token() -> String {
-    hex::encode(rand::random::<[u8; 24]>())
+pub fn random_token() -> Secret {
+    Secret::new(hex::encode(rand::random::<[u8; 24]>()))
 }
 
 struct SidecarInProcess(axum::Router);
@@ -139,12 +168,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::default();
     let token = random_token();
-    crate::private_files::private_data_dir(&args.store.data_dir)?;
-    let secret = args.store.bundles.secret(&args.store.data_dir)?;
+    let data_dir = args.store.data_dir();
+    crate::private_files::private_data_dir(data_dir)?;
+    let secret = args.store.bundles.components.secret(data_dir)?;
     let auth = args.auth.settings(args.listen, "--listen")?;
     let sidecar = Sidecar::start(args.store.sidecar_config(&token, &secret, auth)?, registry.clone()).await?;
     let admin_key = match args.auth.enabled() {
-        true => bootstrap_admin_key(&*sidecar.keys, &args.store.data_dir).await?,
+        true => bootstrap_admin_key(&*sidecar.keys, data_dir).await?,
         false => None,
     };
     let sidecar_listener = bind(args.sidecar_listen, "--sidecar-listen").await?;
@@ -152,17 +182,17 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let api_listener = bind(args.listen, "--listen").await?;
 
     let sidecar_url = format!("http://{sidecar_address}");
-    let variables = component_variables(&sidecar_url, &token, &secret, args.store.bundles.bundle_max_urls);
+    let variables = component_variables(&sidecar_url, &token, &secret, args.store.bundles.components.bundle_max_urls);
     let in_process: HashMap<String, Arc<dyn InProcessService>> =
         HashMap::from([(sidecar_address.to_string(), Arc::new(SidecarInProcess(sidecar.router.clone())) as Arc<dyn InProcessService>)]);
-    let app = load_app(&args.runner, &args.store.data_dir, variables, in_process, RunnerMetrics::new(registry))?;
+    let app = load_app(&args.runner, data_dir, variables, in_process, RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
     let edge = Edge::new(app, extra);
 
     let address = api_listener.local_addr()?;
     println!("orders is serving on http://{address} (sidecar on {sidecar_url}, ready in {} ms)", started.elapsed().as_millis());
     if let Some(key) = admin_key {
-        announce_admin_key(&key, &args.store.data_dir);
+        announce_admin_key(&key, data_dir);
     }
     let sidecar_server = tokio::spawn(serve_sidecar(sidecar_listener, sidecar.router.clone()));
     orders_runner::serve(api_listener, edge, shutdown_signal(), DRAIN).await;
@@ -177,12 +207,10 @@ async fn serve_sidecar(listener: tokio::net::TcpListener, router: axum::Router) 
 }
 
 pub async fn sidecar(args: SidecarArgs) -> Result<()> {
-    if args.sidecar_token.len() < 16 {
-        anyhow::bail!("--sidecar-token / ORDERS_SIDECAR_TOKEN must be at least 16 characters");
-    }
     let registry = Registry::default();
-    crate::private_files::private_data_dir(&args.store.data_dir)?;
-    let secret = args.store.bundles.secret(&args.store.data_dir)?;
+    let data_dir = args.store.data_dir();
+    crate::private_files::private_data_dir(data_dir)?;
+    let secret = args.store.bundles.components.secret(data_dir)?;
     // The sidecar's address stands in for the API's, which it cannot see.
     let auth = args.auth.settings(args.listen, "--listen")?;
     let sidecar = Sidecar::start(args.store.sidecar_config(&args.sidecar_token, &secret, auth)?, registry).await?;
@@ -195,10 +223,11 @@ pub async fn sidecar(args: SidecarArgs) -> Result<()> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
     let registry = Registry::default();
-    crate::private_files::private_data_dir(&args.data_dir)?;
-    let secret = resolve_secret(args.download_secret.as_deref(), &args.data_dir)?;
-    let variables = component_variables(&args.sidecar_url, &args.sidecar_token, &secret, args.bundle_max_urls);
-    let app = load_app(&args.runner, &args.data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;
+    let data_dir = &args.dir.data_dir;
+    crate::private_files::private_data_dir(data_dir)?;
+    let secret = args.components.secret(data_dir)?;
+    let variables = component_variables(args.sidecar_url.as_str(), &args.sidecar_token, &secret, args.components.bundle_max_urls);
+    let app = load_app(&args.runner, data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
     let edge = Edge::new(app, extra);
     let listener = bind(args.listen, "--listen").await?;

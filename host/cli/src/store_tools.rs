@@ -50,7 +50,7 @@ pub async fn shared_cache(options: &StoreOptions) -> Result<Option<RedisCache>> 
         return Ok(None);
     };
     let cache = RedisCache::connect(
-        url,
+        url.expose(),
         &options.redis_namespace(),
         Duration::from_secs(options.cache_ttl_secs),
     )

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bson::oid::ObjectId;
 use bson::{Bson, Document, doc};
 use mongodb::options::{
-    ClientOptions, FindOneAndUpdateOptions, IndexOptions, ReadPreference, ReadPreferenceOptions, ReturnDocument,
+    ClientOptions, FindOneAndUpdateOptions, IndexOptions, ReadPreference, ReturnDocument,
     SelectionCriteria, WriteConcern,
 };
 use mongodb::event::cmap::CmapEvent;
@@ -43,8 +43,9 @@ pub struct MongoSettings {
     pub max_pool_size: u32,
     pub connect_timeout: Duration,
     pub server_selection_timeout: Duration,
-    pub write_concern: String,
-    pub read_preference: String,
+    /// How many nodes acknowledge a write (always journaled).
+    pub write_concern: mongodb::options::Acknowledgment,
+    pub read_preference: ReadPreference,
     /// Physical collection names by the API's collection name, e.g.
     /// `orders` → `orders` (the old deployment's name, the default).
     pub collection_names: std::collections::HashMap<String, String>,
@@ -96,31 +97,6 @@ pub fn redacted_hosts(options: &ClientOptions) -> String {
     options.hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn parse_read_preference(name: &str) -> anyhow::Result<ReadPreference> {
-    let options = Some(ReadPreferenceOptions::default());
-    Ok(match name {
-        "primary" => ReadPreference::Primary,
-        "primaryPreferred" => ReadPreference::PrimaryPreferred { options },
-        "secondary" => ReadPreference::Secondary { options },
-        "secondaryPreferred" => ReadPreference::SecondaryPreferred { options },
-        "nearest" => ReadPreference::Nearest { options },
-        other => anyhow::bail!(
-            "mongo read preference {other:?} is not one of primary, primaryPreferred, secondary, secondaryPreferred, nearest"
-        ),
-    })
-}
-
-fn parse_write_concern(value: &str) -> anyhow::Result<WriteConcern> {
-    let builder = WriteConcern::builder().journal(true);
-    Ok(match value {
-        "majority" => builder.w(mongodb::options::Acknowledgment::Majority).build(),
-        number => match number.parse::<u32>() {
-            Ok(nodes) if nodes >= 1 => builder.w(mongodb::options::Acknowledgment::Nodes(nodes)).build(),
-            _ => anyhow::bail!("mongo write concern {value:?} must be \"majority\" or a number of nodes >= 1"),
-        },
-    })
-}
-
 impl MongoStore {
     /// Connects, checks the server answers, and creates the indexes (which
     /// is idempotent: starting twice, or on an empty database, is fine).
@@ -135,8 +111,8 @@ impl MongoStore {
         options.connect_timeout = Some(settings.connect_timeout);
         options.server_selection_timeout = Some(settings.server_selection_timeout);
         options.max_idle_time = Some(Duration::from_secs(300));
-        options.write_concern = Some(parse_write_concern(&settings.write_concern)?);
-        options.selection_criteria = Some(SelectionCriteria::ReadPreference(parse_read_preference(&settings.read_preference)?));
+        options.write_concern = Some(WriteConcern::builder().journal(true).w(settings.write_concern.clone()).build());
+        options.selection_criteria = Some(SelectionCriteria::ReadPreference(settings.read_preference.clone()));
         let pool = Arc::new(PoolCounters::default());
         let counters = pool.clone();
         options.cmap_event_handler = Some(mongodb::event::EventHandler::callback(move |event: CmapEvent| {
