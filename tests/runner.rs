@@ -1,11 +1,12 @@
 //! The runner behaves like Spin where a component can tell. Each test pins
 //! one behaviour with the `probe` component (functions/probe) served from
-//! tests/fixtures/probe.toml by `orders serve`.
+//! tests/fixtures/probe.toml by `orders serve`; the behaviours Spin's own
+//! conformance suite checks are among them (docs/spin-conformance.md).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use orders_testkit::contract::Api;
+use orders_testkit::contract::{Answer, Api};
 use orders_testkit::product::{ensure_components_built, start_orders};
 use orders_testkit::process::OwnedProcess;
 use reqwest::{Method, StatusCode};
@@ -82,12 +83,144 @@ async fn spin_headers_describe_the_route() {
     assert_eq!(headers["spin-path-info"], "");
 }
 
+/// Spin's conformance suite (`request-shape`) serves
+/// `/base/:path_segment/:path_end/...`: Spin names a capture's header from
+/// `SPIN_PATH_MATCH_<NAME>` with every `_` written as `-`, takes the host of
+/// `spin-full-url` from `Host`, and sets each `spin-*` header once
+/// (`crates/trigger-http/src/headers.rs` of `spinframework/spin`).
+#[tokio::test(flavor = "multi_thread")]
+async fn captures_with_underscores_arrive_under_spins_header_names() {
+    let probe = probe();
+    let answer = probe.api.send(Method::GET, "/shops/s1/i2/rest?key=value", &[("host", "example.com")], None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let headers = &answer.body["headers"];
+    assert_eq!(headers["spin-path-match-shop-id"], "s1", "{headers}");
+    assert_eq!(headers["spin-path-match-item-id"], "i2", "{headers}");
+    assert_eq!(headers["spin-path-info"], "/rest");
+    assert_eq!(headers["spin-full-url"], "http://example.com/shops/s1/i2/rest?key=value");
+    assert_eq!(headers["spin-matched-route"], "/shops/:shop_id/:item_id/...");
+    assert_eq!(headers["spin-raw-component-route"], "/shops/:shop_id/:item_id/...");
+    assert_eq!(headers["spin-component-route"], "/shops/:shop_id/:item_id");
+    let mut spin: Vec<&str> = headers.as_object().expect("headers").keys().map(String::as_str).filter(|name| name.starts_with("spin")).collect();
+    spin.sort_unstable();
+    assert_eq!(spin, [
+        "spin-base-path", "spin-client-addr", "spin-component-route", "spin-full-url", "spin-matched-route",
+        "spin-path-info", "spin-path-match-item-id", "spin-path-match-shop-id", "spin-raw-component-route",
+    ]);
+    assert_eq!(answer.body["repeated_headers"], serde_json::json!([]), "{:?}", answer.body);
+}
+
+/// A client cannot pass its own values for the runner's `spin-*` headers
+/// (Spin would give the component both, the client's first), and Spin
+/// drops `Connection`, transport information only the server needs
+/// (`strip_forbidden_headers` in `crates/trigger-http/src/headers.rs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_sees_the_runners_spin_headers_and_no_connection_header() {
+    let probe = probe();
+    let forged = [("spin-path-info", "/forged"), ("spin-client-addr", "203.0.113.9:1"), ("connection", "keep-alive")];
+    let answer = probe.api.send(Method::GET, "/wild/a", &forged, None).await;
+    let headers = &answer.body["headers"];
+    assert_eq!(headers["spin-path-info"], "/a", "{headers}");
+    assert!(headers["spin-client-addr"].as_str().unwrap_or_default().starts_with("127.0.0.1:"), "{headers}");
+    assert!(headers.get("connection").is_none(), "{headers}");
+    assert_eq!(answer.body["repeated_headers"], serde_json::json!([]), "{:?}", answer.body);
+}
+
+/// Spin gives a component no request with a header value that is not
+/// UTF-8 (`prepare_request_headers` fails, Spin answers 500); the runner
+/// refuses it with a JSON 400 before any instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_value_that_is_not_utf8_never_reaches_the_component() {
+    let probe = probe();
+    let address = probe.api.base.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+        stream.write_all(b"GET /exact HTTP/1.1\r\nhost: probe\r\nx-name: caf\xe9\r\nconnection: close\r\n\r\n").expect("write");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .expect("raw request");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("UTF-8") && answer.contains("application/json"), "{answer}");
+}
+
+/// Spin adds no header to what a component answers (its conformance
+/// suite fails a runtime that adds `x-request-id`), so the runner passes
+/// an answer on as the component made it. The request id still reaches the
+/// component, which carries it to the sidecar's logs; the `/orders`
+/// components echo it (tests/kit/src/contract.rs), and nginx adds it to
+/// every answer in production (tests/infra.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_go_out_as_the_component_made_them() {
+    let probe = probe();
+    // The probe writes its body without a length: it goes out chunked, as
+    // under Spin (conformance test `outbound-wasi-http-v0.2.0-no-perms`).
+    let plain = probe.api.get("/exact").await;
+    let mut names: Vec<&str> = plain.headers.keys().map(|name| name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-type", "date", "transfer-encoding"]);
+    assert_eq!(plain.header("transfer-encoding"), Some("chunked"));
+    // A length the component declares is kept.
+    let declared = probe.api.get("/exact?declare_length").await;
+    assert_eq!(declared.status, StatusCode::OK, "{:?}", declared.body);
+    assert!(declared.header("content-length").is_some_and(|length| length != "0"), "{:?}", declared.headers);
+    assert_eq!(declared.header("transfer-encoding"), None);
+    let given = probe.api.send(Method::GET, "/exact", &[("x-request-id", "client-7")], None).await;
+    assert_eq!(given.body["headers"]["x-request-id"], "client-7");
+    assert!(given.header("x-request-id").is_none(), "{:?}", given.headers);
+    let own = probe.api.send(Method::GET, "/exact?answer_header=x-request-id:from-component", &[("x-request-id", "client-8")], None).await;
+    let ids: Vec<_> = own.headers.get_all("x-request-id").iter().collect();
+    assert_eq!(ids, ["from-component"]);
+}
+
+/// The component logs (and tells the sidecar) the request id: the client's
+/// when it is sane, else one the runner makes, new for every request.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_gets_the_clients_request_id_or_a_new_one() {
+    let probe = probe();
+    let id_seen = |answer: &Answer| answer.body["headers"]["x-request-id"].as_str().unwrap_or_default().to_owned();
+    let first = id_seen(&probe.api.get("/exact").await);
+    let second = id_seen(&probe.api.get("/exact").await);
+    assert!(!first.is_empty() && !second.is_empty() && first != second, "{first} {second}");
+    let malformed = id_seen(&probe.api.send(Method::GET, "/exact", &[("x-request-id", "has spaces")], None).await);
+    assert!(!malformed.is_empty() && malformed != "has spaces", "{malformed}");
+}
+
+/// Spin answers `/.well-known/spin/*` itself, before routing: no
+/// component, not even the one on `/...`, sees those requests
+/// (`HttpServer::handle` in `crates/trigger-http/src/server.rs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn spins_well_known_paths_never_reach_a_component() {
+    let probe = probe();
+    let text = |path: &'static str| {
+        let url = format!("{}{path}", probe.api.base);
+        let client = probe.api.client.clone();
+        async move {
+            let response = client.get(url).send().await.expect("request");
+            (response.status(), response.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(text("/.well-known/spin/health").await, (StatusCode::OK, "OK".to_owned()));
+    let (status, info) = text("/.well-known/spin/info").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Value>(&info).expect("info is JSON")["name"], "probe");
+    assert_eq!(text("/.well-known/spin/other").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(report(&probe.api, "/.well-known/other").await["component"], "fallback");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn variables_resolve_templates_and_report_undefined_names() {
     let probe = probe();
     let body = report(&probe.api, "/exact").await;
     assert_eq!(body["variable"]["ok"], "hello-from-exact");
     assert!(body["undefined_variable"].as_str().unwrap_or_default().contains("Undefined"), "{body}");
+    // Names Spin refuses are invalid, not undefined (conformance test `variables`).
+    let invalid = body["invalid_variable_names"].as_array().cloned().unwrap_or_default();
+    assert_eq!(invalid.len(), 3, "{body}");
+    assert!(invalid.iter().all(|error| error.as_str().unwrap_or_default().contains("InvalidName")), "{body}");
     // A component without the variable in its [component.x.variables] cannot read it.
     let body = report(&probe.api, "/wild").await;
     assert!(body["variable"]["error"].as_str().unwrap_or_default().contains("Undefined"), "{body}");
@@ -117,6 +250,11 @@ async fn service_chaining_reaches_private_components_in_process() {
     assert_eq!(inner["component"], "private");
     assert_eq!(inner["headers"]["spin-matched-route"], "/...");
     assert_eq!(inner["headers"]["spin-path-info"], "/hello");
+    // Spin's values for a chained request: no client, no `Host` (so the
+    // default host), the whole path under `/...`.
+    assert_eq!(inner["headers"]["spin-client-addr"], "0.0.0.0:0");
+    assert_eq!(inner["headers"]["spin-full-url"], "http://localhost/hello");
+    assert_eq!(inner["headers"]["spin-component-route"], "");
     // Not allowed for a component that did not list it.
     let body = report(&probe.api, "/wild?call=http://private.spin.internal/hello").await;
     assert!(body["outbound"]["error"].as_str().unwrap_or_default().contains("HttpRequestDenied"), "{body}");
@@ -138,6 +276,10 @@ async fn request_bodies_over_the_limit_get_413_before_any_instance() {
     let large = probe.api.send(Method::POST, "/exact", &[], Some(vec![b'x'; 2000])).await;
     assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(large.body["message"].as_str().is_some(), "{:?}", large.body);
+    // The runner's own answers name the request, so its log lines can be found.
+    assert!(large.header("x-request-id").is_some_and(|id| !id.is_empty()), "{:?}", large.headers);
+    let named = probe.api.send(Method::POST, "/exact", &[("x-request-id", "big-upload-1")], Some(vec![b'x'; 2000])).await;
+    assert_eq!((named.status, named.header("x-request-id")), (StatusCode::PAYLOAD_TOO_LARGE, Some("big-upload-1")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

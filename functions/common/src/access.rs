@@ -20,14 +20,16 @@ struct RefusalBody {
 
 /// The client's address, for throttling failed authentications: the direct
 /// peer (Spin's `spin-client-addr`), or, when that peer is on loopback (a
-/// balancer on this machine, as `orders cluster` runs nginx), the first
-/// address of the `X-Forwarded-For` it set. A balancer on another host is
-/// itself the address then (see docs/adr/0010).
+/// balancer on this machine, as `orders cluster` runs nginx) or is Spin's
+/// `0.0.0.0:0` of a service-chained request (the router's caller, whose
+/// headers it passed on), the first address of the `X-Forwarded-For` it
+/// set. A balancer on another host is itself the address then (see
+/// docs/adr/0010).
 pub fn client_address(peer: Option<&str>, forwarded: Option<&str>) -> Option<String> {
     let peer: std::net::IpAddr = peer?.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok()?;
     let first_forwarded = forwarded.and_then(|f| f.split(',').next()).map(str::trim).filter(|f| f.parse::<std::net::IpAddr>().is_ok());
     match first_forwarded {
-        Some(forwarded) if peer.is_loopback() => Some(forwarded.to_owned()),
+        Some(forwarded) if peer.is_loopback() || peer.is_unspecified() => Some(forwarded.to_owned()),
         _ => Some(peer.to_string()),
     }
 }
@@ -56,5 +58,6 @@ mod tests {
         assert_eq!(client_address(Some("198.51.100.2:5000"), Some("203.0.113.7")).as_deref(), Some("198.51.100.2"));
         assert_eq!(client_address(Some("127.0.0.1:5000"), Some("not-an-ip")).as_deref(), Some("127.0.0.1"));
         assert_eq!(client_address(None, Some("203.0.113.7")), None);
+        assert_eq!(client_address(Some("0.0.0.0:0"), Some("203.0.113.7")).as_deref(), Some("203.0.113.7"), "a chained request");
     }
 }

@@ -2,13 +2,28 @@
 //! `/orders/{id}` one component per method. This component owns both routes
 //! and hands each request, unchanged, to the private component of its method
 //! through Spin's local service chaining (`http://<component>.spin.internal`).
+//! It answers with the caller's `X-Request-Id`: no Spin runtime adds that
+//! header to a component's answer, so the component that owns `/orders`
+//! echoes it.
 
 use orders_common::ApiError;
 use spin_sdk::http::{Method, Request, Response, send};
 use spin_sdk::http_component;
 
+/// The header naming a request in every log line it causes.
+const REQUEST_ID: &str = "x-request-id";
+
 #[http_component]
 async fn handle(request: Request) -> Response {
+    let request_id = request.header(REQUEST_ID).and_then(|value| value.as_str()).map(str::to_owned);
+    let mut response = route(request).await;
+    if let Some(id) = request_id {
+        response.set_header(REQUEST_ID, id);
+    }
+    response
+}
+
+async fn route(request: Request) -> Response {
     let is_item = request.path().trim_end_matches('/').trim_start_matches('/').contains('/');
     let target = match (is_item, request.method()) {
         (false, Method::Get) => "orders-list",

@@ -28,12 +28,13 @@ use crate::engine::{load_component, new_engine};
 use crate::headers::set_spin_headers;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
+use crate::well_known::AppInfo;
 use crate::metrics::{RunnerMetrics, ShedReason};
 use crate::outbound::OutboundPolicy;
 use crate::routes::{RouteMatch, Router};
 use crate::slots::Slots;
 use crate::state::{RequestState, bindings::fermyon::spin::variables};
-use crate::streams::{HeldBody, InstanceGuard, Shape, is_event_stream, shape_of};
+use crate::streams::{HeldBody, InstanceGuard, Shape, is_event_stream, shape_of, whole_body};
 use crate::variables::{AppVariables, component_variables};
 
 pub type ComponentId = usize;
@@ -78,7 +79,13 @@ pub struct AppShared {
     sidecar_authorities: Vec<String>,
     http_client: PooledHttpClient,
     pub metrics: RunnerMetrics,
+    /// What `/.well-known/spin/info` reports.
+    pub app_info: AppInfo,
 }
+
+/// `spin-client-addr` of a service-chained request: Spin's
+/// `CHAINED_CLIENT_ADDR` (`crates/trigger-http/src/outbound_http.rs`).
+const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Why a request got no response from its component.
 #[derive(Debug)]
@@ -168,6 +175,7 @@ impl AppShared {
             sidecar_authorities: config.sidecar_authorities,
             http_client: PooledHttpClient::default(),
             metrics,
+            app_info: AppInfo { name: manifest.application.name.clone(), version: manifest.application.version.clone() },
         }))
     }
 
@@ -200,7 +208,7 @@ impl AppShared {
         client_addr: SocketAddr,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Result<http::Response<HyperOutgoingBody>, ServeError> {
-        set_spin_headers(&mut request, route, client_addr).map_err(|e| ServeError::BadRequest(format!("{e:#}")))?;
+        set_spin_headers(&mut request, route, client_addr);
         let from_client = slot.is_some();
         let budget = InstanceBudget::new(self.limits.request_cpu, self.limits.instance_memory_bytes);
         let mut store = Store::new(self.components[component].pre.engine(), RequestState::new(self.clone(), component, budget.clone()));
@@ -252,9 +260,9 @@ impl AppShared {
             return Ok(http::Response::from_parts(parts, body));
         }
         match shape_of(body, event_stream).await {
-            Ok(Shape::Whole(bytes)) => {
+            Ok(Shape::Whole { bytes, length_known }) => {
                 guard.release();
-                Ok(http::Response::from_parts(parts, full_body(bytes)))
+                Ok(http::Response::from_parts(parts, whole_body(bytes, length_known)))
             }
             Ok(Shape::Stream { read, rest, event_stream }) => {
                 let Some(stream_slot) = self.slots.stream() else {
@@ -352,8 +360,7 @@ impl AppShared {
             let route = RouteMatch::chained(self.component_name(target), uri.path());
             let mut request = request;
             request.headers_mut().remove(http::header::HOST);
-            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-            let response = Box::pin(self.serve_component(target, &route, request, loopback, None)).await.map_err(|error| match error {
+            let response = Box::pin(self.serve_component(target, &route, request, CHAINED_CLIENT_ADDR, None)).await.map_err(|error| match error {
                 ServeError::Instantiation(_) | ServeError::StreamsFull => HttpError::DestinationUnavailable,
                 ServeError::Stopped(reason) => HttpError::InternalError(Some(format!("stopped: {}", reason.label()))),
                 ServeError::BadRequest(message) => HttpError::InternalError(Some(message)),

@@ -18,6 +18,7 @@ pub mod slots;
 pub mod state;
 pub mod streams;
 pub mod variables;
+pub mod well_known;
 
 pub use app::{AppConfig, AppShared, InProcessService};
 pub use limits::Limits;

@@ -1,8 +1,10 @@
 //! Spin's HTTP routing, reproduced where a component can tell the
-//! difference: exact segments, `:name` captures, a trailing `/...`
-//! wildcard, private routes left out, a later duplicate replacing an earlier
-//! one, and the most specific route winning (exact beats a capture, a
-//! capture beats a wildcard, the longest wildcard prefix wins).
+//! difference: exact segments, `:name` captures, a trailing `/...` (or
+//! `/*`) wildcard, private routes left out, a later duplicate of the same
+//! written route replacing an earlier one, and the most specific route
+//! winning (exact beats a capture, a capture beats a wildcard, the longest
+//! wildcard prefix wins). Spin's rules are in `crates/routes/src/lib.rs`
+//! of `spinframework/spin`.
 
 use std::cmp::Ordering;
 
@@ -21,6 +23,9 @@ struct Route {
     component_id: String,
     /// The route as written in the manifest.
     raw: String,
+    /// The route Spin matches on (`sanitize_with_base` with base `/`): made
+    /// absolute, one trailing `/` dropped, so `/` becomes the empty string.
+    based: String,
     segments: Vec<Segment>,
     wildcard: bool,
 }
@@ -29,8 +34,10 @@ struct Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch {
     pub component_id: String,
-    /// The route as written (`spin-matched-route`, `spin-raw-component-route`).
+    /// The route as written in the manifest (`spin-raw-component-route`).
     pub raw_route: String,
+    /// The route as Spin matched it (`spin-matched-route`).
+    pub based_route: String,
     /// The path after a wildcard route's prefix (`spin-path-info`).
     pub path_info: String,
     /// `:name` captures (`spin-path-match-<name>`).
@@ -38,7 +45,8 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    /// The route without its trailing wildcard (`spin-component-route`).
+    /// The written route without a trailing `/...` (`spin-component-route`;
+    /// Spin's `raw_route_or_prefix` leaves a `/*` in place).
     pub fn component_route(&self) -> &str {
         self.raw_route.strip_suffix("/...").unwrap_or(&self.raw_route)
     }
@@ -49,6 +57,7 @@ impl RouteMatch {
         Self {
             component_id: component_id.to_owned(),
             raw_route: "/...".to_owned(),
+            based_route: "/...".to_owned(),
             path_info: path.to_owned(),
             captures: Vec::new(),
         }
@@ -106,7 +115,8 @@ fn split_path(path: &str) -> Vec<&str> {
 
 fn parse_route(raw: &str, component_id: &str) -> Result<Route> {
     let absolute = if raw.starts_with('/') { raw.to_owned() } else { format!("/{raw}") };
-    let (prefix, wildcard) = match absolute.strip_suffix("/...") {
+    let based = absolute.strip_suffix('/').unwrap_or(&absolute).to_owned();
+    let (prefix, wildcard) = match absolute.strip_suffix("/...").or_else(|| absolute.strip_suffix("/*")) {
         Some(prefix) => (prefix.to_owned(), true),
         None => (absolute.trim_end_matches('/').to_owned(), false),
     };
@@ -121,7 +131,7 @@ fn parse_route(raw: &str, component_id: &str) -> Result<Route> {
             None => Segment::Literal(segment.to_owned()),
         });
     }
-    Ok(Route { component_id: component_id.to_owned(), raw: absolute, segments, wildcard })
+    Ok(Route { component_id: component_id.to_owned(), raw: raw.to_owned(), based, segments, wildcard })
 }
 
 impl Route {
@@ -152,6 +162,7 @@ impl Route {
         Some(RouteMatch {
             component_id: self.component_id.clone(),
             raw_route: self.raw.clone(),
+            based_route: self.based.clone(),
             path_info,
             captures,
         })
@@ -271,6 +282,21 @@ mod tests {
         let triggers = vec![HttpTrigger { route: RouteDecl::Private { private: true }, component: "hidden".into() }];
         let (r, _) = Router::build(&triggers).unwrap();
         assert_eq!(component(&r, "/hidden"), None);
+    }
+
+    #[test]
+    fn routes_are_reported_as_written_and_as_spin_matched_them() {
+        let r = router(&[("/", "root"), ("api/", "api"), ("/files/*", "files"), ("/foo/...", "foo")]);
+        let found = |path: &str| r.route(path).unwrap();
+        let root = found("/");
+        assert_eq!((root.raw_route.as_str(), root.based_route.as_str(), root.component_route()), ("/", "", "/"));
+        let api = found("/api");
+        assert_eq!((api.raw_route.as_str(), api.based_route.as_str(), api.component_route()), ("api/", "/api", "api/"));
+        let files = found("/files/a/b");
+        assert_eq!((files.component_id.as_str(), files.path_info.as_str()), ("files", "/a/b"));
+        assert_eq!((files.raw_route.as_str(), files.based_route.as_str(), files.component_route()), ("/files/*", "/files/*", "/files/*"));
+        let foo = found("/foo/x");
+        assert_eq!((foo.raw_route.as_str(), foo.based_route.as_str(), foo.component_route()), ("/foo/...", "/foo/...", "/foo"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The runner's HTTP edge: accepts connections within the connection cap,
-//! gives every request an id, bounds its body, routes it, turns the
+//! gives every request an id (for the logs and the component; only the
+//! runner's own answers carry it back), bounds its body, routes it, turns the
 //! runner's bounds into clear answers (400/408/413/503/504, never a 500 for
 //! a client's behaviour), and serves the reserved `/metrics` path.
 
@@ -23,10 +24,24 @@ use crate::app::{AppShared, ServeError, full_body};
 use crate::budget::StopReason;
 use crate::connections::{Activity, ConnectionSlot, TrackedBody, WatchedIo, refuse};
 use crate::metrics::ShedReason;
+use crate::headers;
 use crate::slots::SlotRefused;
+use crate::well_known;
 
 /// Extra text appended to `/metrics` (e.g. the in-process sidecar's).
 pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The header that names a request in the logs of the runner, the
+/// component and the sidecar.
+const REQUEST_ID: &str = "x-request-id";
+
+/// A response and who made it.
+enum Answer {
+    /// The component's, which the runner passes on unchanged.
+    Component(Response<HyperOutgoingBody>),
+    /// The runner's own (no route, a bound, a failure, `/metrics`).
+    Runner(Response<HyperOutgoingBody>),
+}
 
 /// `Retry-After` when a slot or connection frees within moments.
 const RETRY_SOON_SECS: u32 = 1;
@@ -46,13 +61,24 @@ impl Edge {
 
     pub async fn handle(self: Arc<Self>, request: http::Request<Incoming>, client: SocketAddr) -> Response<HyperOutgoingBody> {
         let started = Instant::now();
-        let request_id = self.request_ids.accept_or_assign(request.headers().get("x-request-id"));
+        let request_id = self.request_ids.accept_or_assign(request.headers().get(REQUEST_ID));
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (function, mut response) = self.route_and_serve(request, client, &request_id).await;
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-request-id", value);
-        }
+        let (function, answer) = self.route_and_serve(request, client, &request_id).await;
+        let response = match answer {
+            // What a component answers goes out as it answered: Spin adds no
+            // header, and a guest may rely on that (Spin's conformance suite
+            // fails a runtime that adds one).
+            Answer::Component(response) => response,
+            // The runner's own answers name the request, so an operator can
+            // find its log lines; nginx adds the header to every answer.
+            Answer::Runner(mut response) => {
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID, value);
+                }
+                response
+            }
+        };
         let status = response.status().as_u16();
         self.app.metrics.observe_request(&function, status, started.elapsed());
         tracing::info!(target: "access", request_id = %request_id, method = %method, path = %path,
@@ -65,21 +91,28 @@ impl Edge {
         mut request: http::Request<Incoming>,
         client: SocketAddr,
         request_id: &str,
-    ) -> (String, Response<HyperOutgoingBody>) {
+    ) -> (String, Answer) {
         if let Err(message) = settle_authority(&mut request) {
-            return ("none".into(), json_error(StatusCode::BAD_REQUEST, message));
+            return ("none".into(), Answer::Runner(json_error(StatusCode::BAD_REQUEST, message)));
+        }
+        if let Some(response) = well_known::answer(request.uri().path(), &self.app.app_info) {
+            return ("spin".into(), Answer::Runner(response));
         }
         if request.uri().path() == "/metrics" && request.method() == Method::GET {
-            return ("metrics".into(), self.metrics_response());
+            return ("metrics".into(), Answer::Runner(self.metrics_response()));
         }
         let Some(route) = self.app.router.route(request.uri().path()) else {
-            return ("none".into(), json_error(StatusCode::NOT_FOUND, "No route matches this path"));
+            return ("none".into(), Answer::Runner(json_error(StatusCode::NOT_FOUND, "No route matches this path")));
         };
         let component = self.app.component_id(&route.component_id).expect("router only names loaded components");
         let function = route.component_id.clone();
+        if !headers::values_are_utf8(request.headers()) {
+            return (function, Answer::Runner(json_error(StatusCode::BAD_REQUEST, "Every header value must be UTF-8 text")));
+        }
         let (mut parts, body) = request.into_parts();
+        // The component (and, through it, the sidecar) logs under the same id.
         if let Ok(value) = HeaderValue::from_str(request_id) {
-            parts.headers.insert("x-request-id", value);
+            parts.headers.insert(REQUEST_ID, value);
         }
         // Read the whole body before taking an instance: a slow or huge
         // upload then never holds a pooled instance slot.
@@ -88,16 +121,16 @@ impl Edge {
             Ok(Ok(body)) => body,
             Ok(Err(BodyError::TooLarge)) => {
                 let message = format!("Request body is larger than the runner's limit of {} bytes", limits.max_body_bytes);
-                return (function, json_error(StatusCode::PAYLOAD_TOO_LARGE, &message));
+                return (function, Answer::Runner(json_error(StatusCode::PAYLOAD_TOO_LARGE, &message)));
             }
             Ok(Err(BodyError::Unreadable)) => {
-                return (function, json_error(StatusCode::BAD_REQUEST, "The request body could not be read"));
+                return (function, Answer::Runner(json_error(StatusCode::BAD_REQUEST, "The request body could not be read")));
             }
             Err(_) => {
                 let message = format!("The request body did not arrive within {} ms", limits.body_timeout.as_millis());
                 let mut response = json_error(StatusCode::REQUEST_TIMEOUT, &message);
                 response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                return (function, response);
+                return (function, Answer::Runner(response));
             }
         };
         let request = http::Request::from_parts(parts, full_body(body));
@@ -106,15 +139,15 @@ impl Edge {
             Err(SlotRefused::Busy) => {
                 self.app.metrics.observe_shed(ShedReason::Queue);
                 let message = format!("Every instance stayed busy for {} ms; retry later", limits.queue_timeout.as_millis());
-                return (function, unavailable(&message, RETRY_SOON_SECS));
+                return (function, Answer::Runner(unavailable(&message, RETRY_SOON_SECS)));
             }
-            Err(SlotRefused::Closed) => return (function, unavailable("The runner is shutting down", RETRY_SOON_SECS)),
+            Err(SlotRefused::Closed) => return (function, Answer::Runner(unavailable("The runner is shutting down", RETRY_SOON_SECS))),
         };
         match self.app.serve_component(component, &route, request, client, Some(slot)).await {
-            Ok(response) => (function, response),
+            Ok(response) => (function, Answer::Component(response)),
             Err(error) => {
                 let response = self.error_response(&function, request_id, error);
-                (function, response)
+                (function, Answer::Runner(response))
             }
         }
     }
@@ -170,10 +203,12 @@ impl Edge {
     }
 }
 
-/// Gives a request without an authority the one Spin assumes: an HTTP/1.0
-/// request may omit `Host`, and Spin then uses `localhost` (its
-/// `crates/trigger-http/src/headers.rs`). HTTP/1.1 requires `Host`
-/// (RFC 9112, section 3.2: a server must answer 400 without it).
+/// Gives a request without an authority Spin's default host: an HTTP/1.0
+/// request may omit `Host`, and `localhost` is the host Spin puts in
+/// `spin-full-url` when there is none (`prepare_request_headers` in its
+/// `crates/trigger-http/src/headers.rs`; Spin itself drops such a
+/// connection in `set_req_uri`). HTTP/1.1 requires `Host` (RFC 9112,
+/// section 3.2: a server must answer 400 without it).
 fn settle_authority<B>(request: &mut http::Request<B>) -> Result<(), &'static str> {
     if request.uri().authority().is_some() || request.headers().contains_key(http::header::HOST) {
         return Ok(());
@@ -218,7 +253,7 @@ pub fn unavailable(message: &str, retry_after_secs: u32) -> Response<HyperOutgoi
 }
 
 pub fn json_error(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
-    let body = format!("{{\"message\":{}}}", serde_json_string(message));
+    let body = format!("{{\"message\":{}}}", json_string(message));
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -226,7 +261,8 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<HyperOutgoingBo
         .expect("static response parts are valid")
 }
 
-fn serde_json_string(text: &str) -> String {
+/// `text` as a JSON string literal.
+pub(crate) fn json_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {

@@ -7,8 +7,11 @@
 //! long the body will take. The rule (docs/adr/0008-runner-bounds.md): a
 //! response is a *stream* when its content type is `text/event-stream`, or
 //! when its body has not ended within `WHOLE_GRACE` of the head or grows
-//! past `WHOLE_MAX_BYTES`. Anything else is *whole*: it is sent with its
-//! length and holds nothing once read.
+//! past `WHOLE_MAX_BYTES`. Anything else is *whole*: it holds nothing once
+//! read, and goes out framed as the component wrote it — with the length
+//! when the component gave one (a `content-length` header, or no body at
+//! all), chunked otherwise, as Spin sends it (Spin's conformance test
+//! `outbound-wasi-http-v0.2.0-no-perms` fails a runtime that adds a length).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -57,8 +60,9 @@ impl Drop for InstanceGuard {
 
 /// What the first moments of a body showed.
 pub enum Shape {
-    /// The body ended: all of it.
-    Whole(Bytes),
+    /// The body ended: all of it, and whether its length was known before
+    /// it was read (no body, or one of a declared length).
+    Whole { bytes: Bytes, length_known: bool },
     /// It goes on: the frames read so far, and the rest.
     Stream {
         read: VecDeque<Frame<Bytes>>,
@@ -83,6 +87,7 @@ pub fn is_event_stream<B>(response: &Response<B>) -> bool {
 /// Reads the start of `body` to tell its shape; fails if the body failed
 /// before anything was sent (the caller can still answer with an error).
 pub async fn shape_of(mut body: HyperOutgoingBody, event_stream: bool) -> Result<Shape, HttpError> {
+    let length_known = body.size_hint().exact().is_some();
     if event_stream {
         return Ok(Shape::Stream {
             read: VecDeque::new(),
@@ -134,7 +139,29 @@ pub async fn shape_of(mut body: HyperOutgoingBody, event_stream: bool) -> Result
             whole.extend_from_slice(&data);
         }
     }
-    Ok(Shape::Whole(whole.freeze()))
+    Ok(Shape::Whole { bytes: whole.freeze(), length_known })
+}
+
+/// The body a whole answer goes out with: sized when its length was known,
+/// otherwise of unknown size, so hyper frames it as it would have framed the
+/// component's own body (chunked on HTTP/1.1).
+pub fn whole_body(bytes: Bytes, length_known: bool) -> HyperOutgoingBody {
+    if length_known {
+        return crate::app::full_body(bytes);
+    }
+    LengthUnknown(Some(bytes)).boxed_unsync()
+}
+
+/// One chunk of data whose size the body does not announce.
+struct LengthUnknown(Option<Bytes>);
+
+impl Body for LengthUnknown {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        Poll::Ready(self.0.take().filter(|bytes| !bytes.is_empty()).map(|bytes| Ok(Frame::data(bytes))))
+    }
 }
 
 /// A stream slot taken, counted in the open-streams gauge while held.
@@ -283,9 +310,25 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_ends_at_once_is_whole() {
         match shape_of(full("{\"ok\":true}"), false).await {
-            Ok(Shape::Whole(bytes)) => assert_eq!(&bytes[..], b"{\"ok\":true}"),
+            Ok(Shape::Whole { bytes, length_known }) => {
+                assert_eq!(&bytes[..], b"{\"ok\":true}");
+                assert!(length_known, "a body of known size");
+            }
             _ => panic!("expected a whole body"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_written_without_a_length_goes_out_without_one() {
+        let (sender, body) = endless();
+        sender.send(Frame::data(Bytes::from_static(b"{}"))).await.unwrap();
+        drop(sender);
+        let Ok(Shape::Whole { bytes, length_known }) = shape_of(body, false).await else { panic!("expected a whole body") };
+        assert!(!length_known);
+        let out = whole_body(bytes, length_known);
+        assert_eq!(out.size_hint().exact(), None);
+        assert_eq!(&out.collect().await.unwrap().to_bytes()[..], b"{}");
+        assert_eq!(whole_body(Bytes::new(), true).size_hint().exact(), Some(0));
     }
 
     #[tokio::test]
