@@ -7,13 +7,13 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
-/// 24 lowercase hex characters.
+/// An ObjectId (`orders_vocabulary::id`), like an order's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleId(String);
 
 impl BundleId {
     pub fn parse(text: &str) -> Result<Self, ApiError> {
-        if text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if orders_vocabulary::id::is_object_id(text) {
             Ok(Self(text.to_owned()))
         } else {
             Err(ApiError::not_found("Bundle not found"))
@@ -29,7 +29,7 @@ impl BundleId {
 
     /// Twelve random bytes, like a MongoDB ObjectId's length.
     pub fn random(bytes: [u8; 12]) -> Self {
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Self(orders_vocabulary::id::from_bytes(bytes))
     }
 
     pub fn as_str(&self) -> &str {

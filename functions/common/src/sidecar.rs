@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::order::{NewOrder, Order, OrderId};
 use crate::request::IdempotencyKey;
 
-const COLLECTION: &str = "orders";
+use orders_vocabulary::names::ORDERS_COLLECTION as COLLECTION;
 
 /// How a create ended: a new order, or the replay of an earlier one.
 #[derive(Debug, Deserialize)]

@@ -9,8 +9,7 @@ use crate::bundle::{BundleId, Event};
 use crate::error::ApiError;
 use crate::sidecar::{SidecarClient, unreachable};
 
-const LOG: &str = "bundles";
-const STREAM: &str = "bundles";
+use orders_vocabulary::names::{BUNDLE_LOG as LOG, BUNDLE_STREAM as STREAM};
 
 #[derive(Deserialize)]
 struct Appended {

@@ -13,6 +13,7 @@ use clap::Args;
 use orders_runner::Limits;
 use orders_sidecar::SidecarConfig;
 use orders_sidecar::auth::AuthSettings;
+use orders_vocabulary::names::{BUNDLE_STREAM, ORDERS_COLLECTION};
 
 use crate::bundle_options::BundleOptions;
 use orders_sidecar::store::mongo::MongoSettings;
@@ -117,7 +118,7 @@ impl StoreOptions {
             server_selection_timeout: timeout,
             write_concern: self.mongo_write_concern.clone(),
             read_preference: self.mongo_read_preference.clone(),
-            collection_names: HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
+            collection_names: HashMap::from([(ORDERS_COLLECTION.to_owned(), self.mongo_collection.clone())]),
         })
     }
 
@@ -142,8 +143,8 @@ impl StoreOptions {
             cache_ttl: Duration::from_secs(self.cache_ttl_secs),
             cache_max_entries: 100_000,
             store_timeout: Duration::from_millis(self.store_timeout_ms),
-            collections: vec!["orders".to_owned()],
-            streams: vec!["bundles".to_owned()],
+            collections: vec![ORDERS_COLLECTION.to_owned()],
+            streams: vec![BUNDLE_STREAM.to_owned()],
             events_ttl: bundles.events_ttl(),
             stream_limits: self.bundles.stream_limits(),
             bundles: (bundles.workers > 0).then_some(bundles),

@@ -20,9 +20,9 @@ use crate::data::DataService;
 use crate::events::EventLog;
 use crate::queue::JobQueue;
 use crate::metrics::SidecarMetrics;
-use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
+use orders_vocabulary::page::{DEFAULT_PAGE_SIZE, MAX_SIDECAR_PAGE};
 
-pub const MAX_PAGE: u32 = 1001;
+use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -229,7 +229,7 @@ async fn list(State(state): State<ApiState>, Path(collection): Path<String>, Que
         if let Some(after) = &query.after {
             check_id(after)?;
         }
-        let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_SIDECAR_PAGE);
         let body = state.data.list_body(&collection, query.after.as_deref(), limit).await?;
         Ok(json_text(StatusCode::OK, body))
     })

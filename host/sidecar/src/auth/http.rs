@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use orders_access::{
     Access, CLIENT_HEADER, COUNT_HEADER, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope,
 };
+use orders_vocabulary::names::ORDERS_COLLECTION;
+use orders_vocabulary::page::{DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,9 +23,6 @@ use super::limiter::{FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, Window};
 use super::verifier::{Principal, Refused};
 use crate::api::ApiFailure;
 use crate::store::keys::AuditEntry;
-
-/// The most audit entries one read returns.
-pub const MAX_AUDIT_PAGE: u32 = 1000;
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -87,7 +86,7 @@ fn doc_write(method: &Method, path: &str) -> Option<DocWrite> {
     let mut parts = path.strip_prefix("/v1/docs/")?.split('/');
     let collection = parts.next().filter(|c| !c.is_empty())?;
     let id = parts.next();
-    let noun = if collection == "orders" {
+    let noun = if collection == ORDERS_COLLECTION {
         "order".to_owned()
     } else {
         collection.to_owned()
@@ -242,7 +241,7 @@ pub async fn read_audit(
     State(auth): State<Arc<Auth>>,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_AUDIT_PAGE);
+    let limit = query.limit.unwrap_or(DEFAULT_AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE);
     match auth
         .keys
         .audit_since(query.since_ms.unwrap_or(0), limit)
