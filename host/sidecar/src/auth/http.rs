@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use orders_access::{
     Access, CLIENT_HEADER, COUNT_HEADER, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope,
 };
+use orders_vocabulary::api::{AuditQuery, ErrorCode};
 use orders_vocabulary::names::ORDERS_COLLECTION;
 use orders_vocabulary::page::{DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Auth;
@@ -114,8 +114,7 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
     };
     let Some(access) = Access::parse(access) else {
         return ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
+            ErrorCode::InvalidScope,
             format!("{SCOPE_HEADER} {access:?} is not a scope"),
         )
         .into_response();
@@ -228,12 +227,6 @@ async fn audit_write(
         tracing::error!(operation = entry.operation, target = entry.target, %error, "an accepted write could not be recorded in the audit trail");
     }
     response
-}
-
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    since_ms: Option<i64>,
-    limit: Option<u32>,
 }
 
 /// The audit trail as JSON, oldest first (the component checks the `admin` scope).

@@ -4,11 +4,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /v1/streams/{s}`: a job, counted against `limit_key` (whom it is
-/// for: a client address, an API key) when given.
+/// for: a client address, an API key) when given. The sidecar takes any
+/// JSON payload; a client sends its typed job (`P`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppendJobRequest {
-    pub payload: Value,
+pub struct AppendJobRequest<P = Value> {
+    pub payload: P,
     pub limit_key: Option<String>,
 }
 
