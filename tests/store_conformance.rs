@@ -11,9 +11,10 @@ use orders_sidecar::store::mongo::{MongoSettings, MongoStore};
 use orders_sidecar::store::sqlite::SqliteStore;
 use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreError, WriteOutcome};
 use orders_testkit::services::MongoServer;
+use orders_vocabulary::id::is_object_id;
 use serde_json::{Map, Value, json};
 
-const ORDERS: &str = "orders";
+const ORDERS: &str = orders_vocabulary::names::ORDERS_COLLECTION;
 
 fn fields(product: &str) -> Map<String, Value> {
     json!({"product": product, "quantity": 2, "customer_name": "Ada", "customer_address": "1 Main St"})
@@ -40,7 +41,7 @@ async fn created(store: &dyn DocumentStore, product: &str) -> Doc {
 async fn insert_assigns_id_and_version(store: Arc<dyn DocumentStore>) {
     let doc = created(&*store, "a").await;
     let id = id_of(&doc);
-    assert!(id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+    assert!(is_object_id(&id), "{id}");
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["quantity"], 2);
     assert_eq!(store.get(ORDERS, &id).await.expect("get"), Some(doc));

@@ -3,12 +3,11 @@
 
 use orders_common::access::{Access, Scope};
 use orders_common::respond::{finish, json};
+use orders_common::vocabulary::page::{DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE as MAX_LIMIT};
 use orders_common::{ApiError, SidecarClient};
 use serde_json::Value;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-
-const MAX_LIMIT: u32 = 1000;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
@@ -17,7 +16,7 @@ async fn handle(request: Request) -> Response {
 
 /// The query, checked: `since_ms` (Unix milliseconds, default 0) and `limit` (1–1000, default 100).
 fn parse_query(query: &str) -> Result<(i64, u32), ApiError> {
-    let (mut since_ms, mut limit) = (0_i64, 100_u32);
+    let (mut since_ms, mut limit) = (0_i64, DEFAULT_AUDIT_PAGE);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {

@@ -6,6 +6,7 @@ use orders_common::bundle::BundleId;
 use orders_common::clock::now_rfc3339;
 use orders_common::request::json_body;
 use orders_common::respond::{finish, json};
+use orders_common::vocabulary::bundle::{BundleEvent, BundleJob};
 use orders_common::{ApiError, FieldError, SidecarClient};
 use serde_json::{Map, Value, json};
 use spin_sdk::http::{Method, Request, Response};
@@ -28,8 +29,9 @@ async fn create_bundle(request: Request) -> Result<Response, ApiError> {
     let id = BundleId::random(random);
     let sidecar = SidecarClient::from_request(&request, Access::Scope(Scope::Bundles))?;
     // The event first: once the job exists a worker may write the next ones.
-    sidecar.append_bundle_event(&id, "queued", json!({ "urls": urls, "created_at": now_rfc3339() })).await?;
-    sidecar.queue_bundle_job(json!({ "bundle": id.as_str(), "urls": urls }), &limit_key(&request)).await?;
+    let queued = BundleEvent::Queued { created_at: now_rfc3339(), urls: urls.clone() };
+    sidecar.append_bundle_event(&id, &queued).await?;
+    sidecar.queue_bundle_job(&BundleJob { bundle: id.as_str().to_owned(), urls }, &limit_key(&request)).await?;
     let location = format!("/bundles/{}", id.as_str());
     let body = json!({ "id": id.as_str(), "status": "queued", "events": format!("{location}/events"), "state": location });
     Ok(json(202, &body, &[("location", location.clone())]))

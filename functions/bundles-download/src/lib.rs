@@ -23,12 +23,15 @@ use futures::{SinkExt, StreamExt};
 use orders_common::access::Access;
 use orders_common::bundle::BundleId;
 use orders_common::stream::{header, send_error, streaming_response};
+/// Holders are opaque ids: nginx's `$request_id` (32 hex) or ours, by the
+/// sidecar's rule for them.
+use orders_common::vocabulary::api::is_holder as valid_holder;
+use orders_common::vocabulary::bundle::{DOWNLOAD_PATH as PREFIX, bundle_of_zip_key};
 use orders_common::{ApiError, Reservation, SidecarClient};
 use orders_signed_link::{Verdict, verify};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 
-const PREFIX: &str = "/downloads/";
 /// A reservation outlives a stalled or dead instance by at most this long.
 const LEASE_SECS: u64 = 60;
 /// A download that is still sending renews its reservation this often.
@@ -90,7 +93,7 @@ async fn download(request: IncomingRequest, out: ResponseOutparam) -> Result<(),
     let path_with_query = request.path_with_query().unwrap_or_default();
     let (path, query) = path_with_query.split_once('?').unwrap_or((&path_with_query, ""));
     let file = path.strip_prefix(PREFIX).unwrap_or_default();
-    let id = check!(file.strip_prefix("bundle-").and_then(|f| f.strip_suffix(".zip")).ok_or_else(not_found).and_then(|id| BundleId::parse(id)));
+    let id = check!(bundle_of_zip_key(file).ok_or_else(not_found).and_then(BundleId::parse));
     let secret = check!(spin_sdk::variables::get("download_secret").map_err(|e| ApiError::unavailable(format!("The component is missing its 'download_secret' setting: {e}"))));
     let (md5, expires) = (query_value(query, "md5"), query_value(query, "expires"));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -204,11 +207,6 @@ fn not_found() -> ApiError {
 /// removes zips only after their links expire, so this is on our side.
 fn not_available() -> ApiError {
     ApiError::unavailable("The bundle's file cannot be read right now; the link still works, retry shortly")
-}
-
-/// Holders are opaque ids: nginx's `$request_id` (32 hex) or ours.
-fn valid_holder(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn random_holder() -> Result<String, ApiError> {

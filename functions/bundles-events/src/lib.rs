@@ -101,7 +101,8 @@ async fn handle(request: IncomingRequest, out: ResponseOutparam) {
 
 fn append_events(text: &mut String, events: &[Event], after: &mut Option<String>) {
     for event in events {
-        text.push_str(&format!("id: {}\nevent: {}\ndata: {}\n\n", event.id, event.event, event.data));
+        let (name, data) = event.event.to_parts();
+        text.push_str(&format!("id: {}\nevent: {name}\ndata: {data}\n\n", event.id));
         *after = Some(event.id.clone());
     }
 }

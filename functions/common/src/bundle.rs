@@ -1,19 +1,20 @@
 //! A bundle as the API shows it: its id, and its state folded from the
-//! events the worker writes (`docs/bundles.md`). Folding is idempotent per
-//! event, so replays and redelivered jobs give the same state.
+//! events the worker writes (`docs/bundles.md`, `orders_vocabulary::bundle`).
+//! Folding is idempotent per event, so replays and redelivered jobs give the
+//! same state.
 
-use serde::{Deserialize, Serialize};
+use orders_vocabulary::bundle::{BundleEvent, LoggedBundleEvent};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
-/// 24 lowercase hex characters.
+/// An ObjectId (`orders_vocabulary::id`), like an order's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleId(String);
 
 impl BundleId {
     pub fn parse(text: &str) -> Result<Self, ApiError> {
-        if text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if orders_vocabulary::id::is_object_id(text) {
             Ok(Self(text.to_owned()))
         } else {
             Err(ApiError::not_found("Bundle not found"))
@@ -29,7 +30,7 @@ impl BundleId {
 
     /// Twelve random bytes, like a MongoDB ObjectId's length.
     pub fn random(bytes: [u8; 12]) -> Self {
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Self(orders_vocabulary::id::from_bytes(bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -37,89 +38,86 @@ impl BundleId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
-    pub event: String,
-    #[serde(default)]
-    pub data: Value,
-}
+/// An event of a bundle's log, as read back with its id.
+pub type Event = LoggedBundleEvent;
 
 /// The state of a bundle after `events`; `None` when it has none (unknown).
 pub fn fold(id: &BundleId, events: &[Event]) -> Option<Value> {
-    let queued = events.iter().find(|e| e.event == "queued")?;
-    let urls: Vec<Value> = queued.data.get("urls").and_then(Value::as_array).cloned().unwrap_or_default();
+    let (created_at, urls) = events.iter().find_map(|logged| match &logged.event {
+        BundleEvent::Queued { created_at, urls } => Some((created_at, urls)),
+        _ => None,
+    })?;
     let mut state = json!({
         "id": id.as_str(),
         "status": "queued",
-        "created_at": queued.data.get("created_at"),
-        "files": urls.iter().map(pending_file).collect::<Vec<_>>(),
+        "created_at": created_at,
+        "files": urls.iter().map(|url| pending_file(url)).collect::<Vec<_>>(),
         "compress_percent": 0,
         "link": null,
         "expires_at": null,
         "error": null,
         "message": null,
     });
-    for event in events {
-        apply(&mut state, &urls, event);
+    for logged in events {
+        apply(&mut state, urls, &logged.event);
     }
     Some(state)
 }
 
-fn pending_file(url: &Value) -> Value {
+fn pending_file(url: &str) -> Value {
     json!({ "url": url, "status": "pending", "received": 0, "total": null, "name": null, "error": null, "message": null })
 }
 
-fn apply(state: &mut Value, urls: &[Value], event: &Event) {
-    let data = &event.data;
-    let index = data.get("index").and_then(Value::as_u64).map(|i| i as usize);
-    let field = |name: &str| data.get(name).cloned().unwrap_or(Value::Null);
-    match event.event.as_str() {
+/// File `index` of the state; an index past the URLs changes nothing.
+fn file(state: &mut Value, index: usize) -> Option<&mut Value> {
+    state["files"].get_mut(index)
+}
+
+fn apply(state: &mut Value, urls: &[String], event: &BundleEvent) {
+    match event {
+        BundleEvent::Queued { .. } => {}
         // A job that runs again starts its files over.
-        "started" => {
+        BundleEvent::Started { .. } => {
             state["status"] = json!("downloading");
             state["compress_percent"] = json!(0);
             for (file, url) in state["files"].as_array_mut().into_iter().flatten().zip(urls) {
                 *file = pending_file(url);
             }
         }
-        "progress" | "downloaded" | "download_failed" => {
-            let Some(file) = index.and_then(|i| state["files"].get_mut(i)) else { return };
-            match event.event.as_str() {
-                "progress" => {
-                    file["status"] = json!("downloading");
-                    file["received"] = field("received");
-                    file["total"] = field("total");
-                }
-                "downloaded" => {
-                    file["status"] = json!("done");
-                    file["received"] = field("bytes");
-                    file["total"] = field("bytes");
-                    file["name"] = field("name");
-                }
-                _ => {
-                    file["status"] = json!("failed");
-                    file["error"] = field("error");
-                    file["message"] = field("message");
-                }
-            }
+        BundleEvent::Progress { index, received, total } => {
+            let Some(file) = file(state, *index) else { return };
+            file["status"] = json!("downloading");
+            file["received"] = json!(received);
+            file["total"] = json!(total);
         }
-        "compress" => {
+        BundleEvent::Downloaded { index, name, bytes } => {
+            let Some(file) = file(state, *index) else { return };
+            file["status"] = json!("done");
+            file["received"] = json!(bytes);
+            file["total"] = json!(bytes);
+            file["name"] = json!(name);
+        }
+        BundleEvent::DownloadFailed { index, error, message } => {
+            let Some(file) = file(state, *index) else { return };
+            file["status"] = json!("failed");
+            file["error"] = json!(error);
+            file["message"] = json!(message);
+        }
+        BundleEvent::Compress { percent } => {
             state["status"] = json!("compressing");
-            state["compress_percent"] = field("percent");
+            state["compress_percent"] = json!(percent);
         }
-        "ready" => {
+        BundleEvent::Ready { link, expires_at, .. } => {
             state["status"] = json!("ready");
             state["compress_percent"] = json!(100);
-            state["link"] = field("link");
-            state["expires_at"] = field("expires_at");
+            state["link"] = json!(link);
+            state["expires_at"] = json!(expires_at);
         }
-        "failed" => {
+        BundleEvent::Failed { error, message } => {
             state["status"] = json!("failed");
-            state["error"] = field("error");
-            state["message"] = field("message");
+            state["error"] = json!(error);
+            state["message"] = json!(message);
         }
-        _ => {}
     }
 }
 
@@ -128,7 +126,7 @@ mod tests {
     use super::*;
 
     fn event(n: u32, name: &str, data: Value) -> Event {
-        Event { id: n.to_string(), event: name.into(), data }
+        Event { id: n.to_string(), event: BundleEvent::from_parts(name, &data).unwrap() }
     }
 
     fn id() -> BundleId {

@@ -20,3 +20,5 @@ pub use error::{ApiError, FieldError};
 pub use order::{NewOrder, Order, OrderId, OrderPatch};
 pub use sidecar::SidecarClient;
 pub use sidecar_bundles::Reservation;
+/// The vocabulary the components share with the sidecar (docs/adr/0012).
+pub use orders_vocabulary as vocabulary;

@@ -9,8 +9,7 @@ use crate::order::{OrderId, parse_json_object};
 
 /// The largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub use orders_vocabulary::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 /// The body of a POST or PUT as a JSON object, after the size (413),
 /// media type (415) and syntax (400) checks, in that order.

@@ -2,11 +2,16 @@
 //!
 //! Components reach the sidecar over outbound HTTP, the one door Spin gives
 //! them; its URL and bearer token are Spin variables so the same component
-//! runs beside a local sidecar or a remote one over TLS.
+//! runs beside a local sidecar or a remote one over TLS. The bodies are
+//! `orders_vocabulary::api`'s, the ones the sidecar reads and writes.
 
-use serde::Deserialize;
+use orders_vocabulary::api::{
+    Deleted, ErrorBody, IdempotencyRequest, InsertRequest, Inserted, ListQuery, ManyDocs, NonconformingDocument, NonconformingReport, OneDoc,
+    Ready, UpdateRequest,
+};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use spin_sdk::http::{Method, Request, Response, send};
 
 use crate::access::{Access, client_address, refusal};
@@ -14,29 +19,10 @@ use crate::error::ApiError;
 use crate::order::{NewOrder, Order, OrderId};
 use crate::request::IdempotencyKey;
 
-const COLLECTION: &str = "orders";
+use orders_vocabulary::names::ORDERS_COLLECTION as COLLECTION;
 
 /// How a create ended: a new order, or the replay of an earlier one.
-#[derive(Debug, Deserialize)]
-pub struct Created {
-    pub doc: Order,
-    pub replayed: bool,
-}
-
-#[derive(Deserialize)]
-struct OneDoc {
-    doc: Order,
-}
-
-#[derive(Deserialize)]
-struct ManyDocs {
-    docs: Vec<Order>,
-}
-
-#[derive(Deserialize)]
-struct SidecarError {
-    error: String,
-}
+pub type Created = Inserted<Order>;
 
 pub struct SidecarClient {
     base_url: String,
@@ -84,7 +70,7 @@ impl SidecarClient {
     /// Whether the sidecar can reach its store right now.
     pub async fn store_ready(&self) -> Result<(), ApiError> {
         let response = self.call(Method::Get, "/v1/ready", None).await?;
-        Self::decode::<Value>(response).map(drop)
+        Self::decode::<Ready>(response).map(drop)
     }
 
     pub async fn get_order(&self, order_id: &OrderId) -> Result<Option<Order>, ApiError> {
@@ -93,19 +79,16 @@ impl SidecarClient {
         if *response.status() == 404 {
             return Ok(None);
         }
-        let order = Self::decode::<OneDoc>(response)?.doc;
+        let order = Self::decode::<OneDoc<Order>>(response)?.doc;
         self.report_nonconforming(std::slice::from_ref(&order)).await;
         Ok(Some(order))
     }
 
     pub async fn list_orders(&self, after: Option<&OrderId>, limit: u32) -> Result<Vec<Order>, ApiError> {
-        let mut path = format!("/v1/docs/{COLLECTION}?limit={limit}");
-        if let Some(after) = after {
-            path.push_str("&after=");
-            path.push_str(after.as_str());
-        }
+        let query = ListQuery { after: after.map(|after| after.as_str().to_owned()), limit: Some(limit) };
+        let path = format!("/v1/docs/{COLLECTION}?{}", query.to_query());
         let response = self.call(Method::Get, &path, None).await?;
-        Ok(Self::decode::<ManyDocs>(response)?.docs)
+        Ok(Self::decode::<ManyDocs<Order>>(response)?.docs)
     }
 
     /// Inserts the order, or with a key returns the order that key first
@@ -120,11 +103,9 @@ impl SidecarClient {
         let mut fields = order.fields().clone();
         fields.insert("created_at".into(), Value::from(now));
         fields.insert("updated_at".into(), Value::from(now));
-        let mut body = json!({ "fields": fields });
-        if let Some(key) = key {
-            body["idempotency"] = json!({ "key": key.as_str(), "fingerprint": order.fingerprint() });
-        }
-        let response = self.call(Method::Post, &format!("/v1/docs/{COLLECTION}"), Some(body)).await?;
+        let idempotency = key.map(|key| IdempotencyRequest { key: key.as_str().to_owned(), fingerprint: order.fingerprint() });
+        let body = json_body(&InsertRequest { fields, idempotency })?;
+        let response = self.call(Method::Post, &format!("/v1/docs/{COLLECTION}"), body).await?;
         if *response.status() == 409 {
             return Err(ApiError::conflict(
                 "This Idempotency-Key was already used with a different request body",
@@ -144,11 +125,11 @@ impl SidecarClient {
     ) -> Result<Order, ApiError> {
         let mut set = set.clone();
         set.insert("updated_at".into(), Value::from(now));
-        let body = json!({ "set": set, "if_version": if_version });
+        let body = json_body(&UpdateRequest { set, if_version })?;
         let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
-        let response = self.call(Method::Patch, &path, Some(body)).await?;
+        let response = self.call(Method::Patch, &path, body).await?;
         Self::expect_found(&response)?;
-        let order = Self::decode::<OneDoc>(response)?.doc;
+        let order = Self::decode::<OneDoc<Order>>(response)?.doc;
         self.report_nonconforming(std::slice::from_ref(&order)).await;
         Ok(order)
     }
@@ -160,7 +141,7 @@ impl SidecarClient {
         }
         let response = self.call(Method::Delete, &path, None).await?;
         Self::expect_found(&response)?;
-        Self::decode::<Value>(response).map(drop)
+        Self::decode::<Deleted>(response).map(drop)
     }
 
     /// Tells the sidecar which of the orders about to be served do not meet
@@ -168,19 +149,21 @@ impl SidecarClient {
     /// them in its log and metrics. Only ids and field names travel, never
     /// values, and a failed report never fails the request.
     pub async fn report_nonconforming(&self, orders: &[Order]) {
-        let documents: Vec<Value> = orders
+        let documents: Vec<NonconformingDocument> = orders
             .iter()
             .filter(|order| !order.meets_contract())
             .map(|order| {
                 let fields: Vec<String> = order.contract_problems().into_iter().map(|problem| problem.field).collect();
-                json!({ "id": order.id(), "fields": fields })
+                NonconformingDocument { id: order.id().to_owned(), fields }
             })
             .collect();
         if documents.is_empty() {
             return;
         }
         let path = format!("/v1/reports/{COLLECTION}/nonconforming");
-        let _ = self.call(Method::Post, &path, Some(json!({ "documents": documents }))).await;
+        if let Ok(body) = json_body(&NonconformingReport { documents }) {
+            let _ = self.call(Method::Post, &path, body).await;
+        }
     }
 
     /// 404 and 412 from a write are answers for the client, not faults.
@@ -192,7 +175,8 @@ impl SidecarClient {
         }
     }
 
-    pub(crate) fn request(&self, method: Method, path: &str, body: Option<Value>) -> Request {
+    /// `body` is JSON text ([`json_body`]).
+    pub(crate) fn request(&self, method: Method, path: &str, body: Option<String>) -> Request {
         let mut builder = Request::builder();
         builder
             .method(method)
@@ -212,12 +196,12 @@ impl SidecarClient {
             builder.header(orders_access::COUNT_HEADER, "1");
         }
         if let Some(body) = body {
-            builder.header("content-type", "application/json").body(body.to_string());
+            builder.header("content-type", "application/json").body(body);
         }
         builder.build()
     }
 
-    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Response, ApiError> {
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<String>) -> Result<Response, ApiError> {
         let response = send::<_, Response>(self.request(method, path, body)).await.map_err(unreachable)?;
         match refusal(&response) {
             Some(refused) => Err(refused),
@@ -236,11 +220,18 @@ impl SidecarClient {
         }
         // Only the code: the sidecar's message may quote its store's own
         // error (hosts, replica-set names), which is for its log, not clients.
-        let detail = serde_json::from_slice::<SidecarError>(response.body())
-            .map(|e| e.error)
+        let detail = serde_json::from_slice::<ErrorBody>(response.body())
+            .map(|e| e.error.to_string())
             .unwrap_or_else(|_| format!("status {status}"));
         Err(ApiError::unavailable(format!("The store is unavailable ({detail}); retry shortly")))
     }
+}
+
+/// A request body as JSON text.
+pub(crate) fn json_body(body: &impl Serialize) -> Result<Option<String>, ApiError> {
+    serde_json::to_string(body)
+        .map(Some)
+        .map_err(|e| ApiError::unavailable(format!("A sidecar request could not be written: {e}")))
 }
 
 pub(crate) fn unreachable(error: impl std::fmt::Display) -> ApiError {

@@ -1,40 +1,20 @@
 //! The sidecar calls of the bundle components: the `bundles` event log and
 //! job stream, one-time marks, and the zip blobs.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use orders_vocabulary::api::{
+    AppendEventRequest, AppendJobRequest, Appended, ErrorBody, ErrorCode, Events, MarkRequest, Marked, ReleaseRequest, Released,
+    ReserveRequest, Reserved, SpendRequest, Spent,
+};
+use orders_vocabulary::bundle::{BundleEvent, BundleJob, LoggedBundleEvent};
+use orders_vocabulary::names::{BUNDLE_LOG as LOG, BUNDLE_STREAM as STREAM};
 use spin_sdk::http::{IncomingResponse, Method, Response, send};
 
-use crate::bundle::{BundleId, Event};
+use crate::bundle::BundleId;
 use crate::error::ApiError;
-use crate::sidecar::{SidecarClient, unreachable};
-
-const LOG: &str = "bundles";
-const STREAM: &str = "bundles";
-
-#[derive(Deserialize)]
-struct Appended {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct Events {
-    events: Vec<Event>,
-}
+use crate::sidecar::{SidecarClient, json_body, unreachable};
 
 /// The sidecar's answer to a reservation of a one-time mark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reservation {
-    Granted,
-    Busy,
-    Spent,
-}
-
-#[derive(Deserialize)]
-struct Reserved {
-    reservation: Reservation,
-}
+pub use orders_vocabulary::api::Reservation;
 
 /// The `Retry-After` of a sidecar answer, in seconds.
 fn retry_after(response: &Response) -> u32 {
@@ -42,22 +22,21 @@ fn retry_after(response: &Response) -> u32 {
 }
 
 /// The sidecar's `{"error", "message"}` of a failed call.
-fn sidecar_error(response: &Response) -> (String, String) {
-    let body: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
-    let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
-    (text("error"), text("message"))
+fn sidecar_error(response: &Response) -> Option<ErrorBody> {
+    serde_json::from_slice(response.body()).ok()
 }
 
 impl SidecarClient {
-    pub async fn append_bundle_event(&self, bundle: &BundleId, event: &str, data: Value) -> Result<String, ApiError> {
+    pub async fn append_bundle_event(&self, bundle: &BundleId, event: &BundleEvent) -> Result<String, ApiError> {
         let path = format!("/v1/logs/{LOG}/{}", bundle.as_str());
-        let response = self.call(Method::Post, &path, Some(json!({ "event": event, "data": data }))).await?;
+        let (event, data) = event.to_parts();
+        let response = self.call(Method::Post, &path, json_body(&AppendEventRequest { event, data })?).await?;
         Ok(Self::decode::<Appended>(response)?.id)
     }
 
     /// The bundle's events after `after`; waits up to `wait_ms` for the first.
     /// An `after` the log never handed out is the client's mistake (400).
-    pub async fn bundle_events(&self, bundle: &BundleId, after: Option<&str>, wait_ms: u64) -> Result<Vec<Event>, ApiError> {
+    pub async fn bundle_events(&self, bundle: &BundleId, after: Option<&str>, wait_ms: u64) -> Result<Vec<LoggedBundleEvent>, ApiError> {
         let mut path = format!("/v1/logs/{LOG}/{}?wait_ms={wait_ms}", bundle.as_str());
         if let Some(after) = after {
             path.push_str("&after=");
@@ -67,12 +46,12 @@ impl SidecarClient {
         if *response.status() == 400 {
             return Err(ApiError::bad_request("Last-Event-ID is not an event id of this bundle"));
         }
-        Ok(Self::decode::<Events>(response)?.events)
+        Ok(Self::decode::<Events<LoggedBundleEvent>>(response)?.events)
     }
 
     /// Every event of the bundle so far.
-    pub async fn all_bundle_events(&self, bundle: &BundleId) -> Result<Vec<Event>, ApiError> {
-        let mut events: Vec<Event> = Vec::new();
+    pub async fn all_bundle_events(&self, bundle: &BundleId) -> Result<Vec<LoggedBundleEvent>, ApiError> {
+        let mut events: Vec<LoggedBundleEvent> = Vec::new();
         loop {
             let page = self.bundle_events(bundle, events.last().map(|e| e.id.as_str()), 0).await?;
             if page.is_empty() {
@@ -85,15 +64,15 @@ impl SidecarClient {
     /// Queues the job, counted against `limit_key` (who asked for it): 429
     /// when that key has its share of unfinished bundles, 503 when the
     /// queue as a whole is full; both with the sidecar's `Retry-After`.
-    pub async fn queue_bundle_job(&self, payload: Value, limit_key: &str) -> Result<String, ApiError> {
-        let body = json!({ "payload": payload, "limit_key": limit_key });
-        let response = self.call(Method::Post, &format!("/v1/streams/{STREAM}"), Some(body)).await?;
+    pub async fn queue_bundle_job(&self, job: &BundleJob, limit_key: &str) -> Result<String, ApiError> {
+        let body = json_body(&AppendJobRequest { payload: job, limit_key: Some(limit_key.to_owned()) })?;
+        let response = self.call(Method::Post, &format!("/v1/streams/{STREAM}"), body).await?;
         match (*response.status(), sidecar_error(&response)) {
-            (429, (_, message)) => Err(ApiError::too_many_requests(
-                format!("Too many of your bundles are queued or running: {message}"),
+            (429, error) => Err(ApiError::too_many_requests(
+                format!("Too many of your bundles are queued or running: {}", error.map(|e| e.message).unwrap_or_default()),
                 retry_after(&response),
             )),
-            (503, (code, _)) if code == "stream_full" => Err(ApiError::at_capacity(
+            (503, Some(ErrorBody { error: ErrorCode::StreamFull, .. })) => Err(ApiError::at_capacity(
                 "Too many bundles are queued or running right now; retry later",
                 retry_after(&response),
             )),
@@ -103,36 +82,37 @@ impl SidecarClient {
 
     /// Takes the mark `key` for `ttl_secs`; `false` when it was taken before.
     pub async fn mark_once(&self, key: &str, ttl_secs: u64) -> Result<bool, ApiError> {
-        let response = self.call(Method::Post, &format!("/v1/marks/{key}"), Some(json!({ "ttl_secs": ttl_secs }))).await?;
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}"), json_body(&MarkRequest { ttl_secs })?).await?;
         if *response.status() == 409 {
             return Ok(false);
         }
-        Self::decode::<Value>(response).map(|_| true)
+        Self::decode::<Marked>(response).map(|_| true)
     }
 
     /// Reserves the one-time mark `key` for `holder` for `lease_secs`
     /// (asking again renews it).
     pub async fn reserve_mark(&self, key: &str, holder: &str, lease_secs: u64) -> Result<Reservation, ApiError> {
-        let body = json!({ "holder": holder, "lease_secs": lease_secs });
-        let response = self.call(Method::Post, &format!("/v1/marks/{key}/reserve"), Some(body)).await?;
+        let body = json_body(&ReserveRequest { holder: holder.to_owned(), lease_secs })?;
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}/reserve"), body).await?;
         Ok(Self::decode::<Reserved>(response)?.reservation)
     }
 
     /// Spends `holder`'s reservation of `key` for `ttl_secs`; `false` when
     /// `holder` no longer holds it.
     pub async fn spend_mark(&self, key: &str, holder: &str, ttl_secs: u64) -> Result<bool, ApiError> {
-        let body = json!({ "holder": holder, "ttl_secs": ttl_secs });
-        let response = self.call(Method::Post, &format!("/v1/marks/{key}/spend"), Some(body)).await?;
+        let body = json_body(&SpendRequest { holder: holder.to_owned(), ttl_secs })?;
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}/spend"), body).await?;
         if *response.status() == 409 {
             return Ok(false);
         }
-        Self::decode::<Value>(response).map(|_| true)
+        Self::decode::<Spent>(response).map(|_| true)
     }
 
     /// Gives back `holder`'s reservation of `key`, unspent.
     pub async fn release_mark(&self, key: &str, holder: &str) -> Result<(), ApiError> {
-        let response = self.call(Method::Post, &format!("/v1/marks/{key}/release"), Some(json!({ "holder": holder }))).await?;
-        Self::decode::<Value>(response).map(drop)
+        let body = json_body(&ReleaseRequest { holder: holder.to_owned() })?;
+        let response = self.call(Method::Post, &format!("/v1/marks/{key}/release"), body).await?;
+        Self::decode::<Released>(response).map(drop)
     }
 
     /// Whether the blob exists and can be opened, without reading it.

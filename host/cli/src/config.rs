@@ -17,6 +17,7 @@ use orders_runner::Limits;
 use orders_sidecar::SidecarConfig;
 use orders_sidecar::auth::AuthSettings;
 use orders_sidecar::store::mongo::MongoSettings;
+use orders_vocabulary::names::{BUNDLE_STREAM, ORDERS_COLLECTION};
 use serde::Serialize;
 
 use crate::bundle_options::BundleOptions;
@@ -136,7 +137,7 @@ impl StoreOptions {
             self.mongo_pool_size,
             self.mongo_write_concern,
             self.mongo_read_preference,
-            HashMap::from([("orders".to_owned(), self.mongo_collection.clone())]),
+            HashMap::from([(ORDERS_COLLECTION.to_owned(), self.mongo_collection.clone())]),
         )
     }
 
@@ -161,8 +162,8 @@ impl StoreOptions {
             cache_ttl: Duration::from_secs(self.cache_ttl_secs),
             cache_max_entries: 100_000,
             store_timeout: Duration::from_millis(self.store_timeout_ms),
-            collections: vec!["orders".to_owned()],
-            streams: vec!["bundles".to_owned()],
+            collections: vec![ORDERS_COLLECTION.to_owned()],
+            streams: vec![BUNDLE_STREAM.to_owned()],
             events_ttl: bundles.events_ttl(),
             stream_limits: self.bundles.stream_limits(),
             bundles: (bundles.workers > 0).then_some(bundles),

@@ -15,7 +15,7 @@ use orders_sidecar::store::{self, DocumentStore};
 use crate::config::StoreOptions;
 
 /// The API's name of the orders collection (its MongoDB name may differ).
-pub const ORDERS: &str = "orders";
+pub use orders_vocabulary::names::ORDERS_COLLECTION as ORDERS;
 
 pub struct OpenStore {
     pub store: Arc<dyn DocumentStore>,

@@ -1,6 +1,7 @@
 //! The sidecar's internal HTTP API, version 1 (`docs/sidecar-api.md`).
 //! Generic document operations on allow-listed collections; the business
-//! rules (what an order is) stay in the components.
+//! rules (what an order is) stay in the components. The bodies and error
+//! codes are `orders_vocabulary::api`'s, which the components' client uses.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,17 +13,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use crate::blobs::BlobStore;
 use crate::data::DataService;
 use crate::events::EventLog;
 use crate::queue::JobQueue;
 use crate::metrics::SidecarMetrics;
-use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
+use orders_vocabulary::api::{Deleted, ErrorBody, ErrorCode, InsertRequest, Inserted, ListQuery, OneDoc, Ready, UpdateRequest};
+use orders_vocabulary::page::{DEFAULT_PAGE_SIZE, MAX_SIDECAR_PAGE};
 
-pub const MAX_PAGE: u32 = 1001;
+use crate::store::{Idempotency, InsertOutcome, StoreError, WriteOutcome, is_object_id};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -48,10 +49,9 @@ impl axum::extract::FromRef<ApiState> for Arc<crate::auth::Auth> {
     }
 }
 
-/// An API failure as `{"error": code, "message": …}`.
+/// An API failure as `{"error": code, "message": …}`, with the status the code comes with.
 pub struct ApiFailure {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after_secs: Option<u32>,
     /// What went wrong inside, for the log only: a backend's own error
@@ -65,14 +65,14 @@ pub struct ApiFailure {
 struct FailureDetail(String);
 
 impl ApiFailure {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None, detail: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_secs: None, detail: None }
     }
 
     /// A backend that cannot answer now: 503 + `Retry-After` with a message
     /// that says only which part is down; `detail` goes to the log.
-    pub fn unavailable(code: &'static str, what: &str, detail: impl Into<String>) -> Self {
-        let mut failure = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("the {what} is unavailable; retry shortly"));
+    pub fn unavailable(code: ErrorCode, what: &str, detail: impl Into<String>) -> Self {
+        let mut failure = Self::new(code, format!("the {what} is unavailable; retry shortly"));
         failure.detail = Some(detail.into());
         failure
     }
@@ -91,19 +91,20 @@ impl ApiFailure {
 impl From<StoreError> for ApiFailure {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(detail) => Self::unavailable("store_unavailable", "store", detail),
-            StoreError::Invalid(message) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", message),
+            StoreError::Unavailable(detail) => Self::unavailable(ErrorCode::StoreUnavailable, "store", detail),
+            StoreError::Invalid(message) => Self::new(ErrorCode::InvalidRequest, message),
         }
     }
 }
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": self.code, "message": self.message }));
-        let retry_after = self.retry_after_secs.or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = Json(ErrorBody { error: self.code, message: self.message });
+        let retry_after = self.retry_after_secs.or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
         let mut response = match retry_after {
-            Some(secs) => (self.status, [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
-            None => (self.status, body).into_response(),
+            Some(secs) => (status, [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
+            None => (status, body).into_response(),
         };
         if let Some(detail) = self.detail {
             response.extensions_mut().insert(FailureDetail(detail));
@@ -131,7 +132,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such sidecar endpoint") })
+        .fallback(|| async { ApiFailure::new(ErrorCode::NotFound, "no such sidecar endpoint") })
         .with_state(state)
 }
 
@@ -143,7 +144,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
-        _ => ApiFailure::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required").into_response(),
+        _ => ApiFailure::new(ErrorCode::Unauthorized, "a valid bearer token is required").into_response(),
     }
 }
 
@@ -168,23 +169,23 @@ pub async fn measured(state: &ApiState, operation: &'static str, headers: &Heade
 }
 
 /// Only allow-listed collections and streams exist for components.
-pub fn check_allowed(allowed: &[String], name: &str, what: &'static str, code: &'static str) -> Result<(), ApiFailure> {
+pub fn check_allowed(allowed: &[String], name: &str, what: &'static str, code: ErrorCode) -> Result<(), ApiFailure> {
     if allowed.iter().any(|entry| entry == name) {
         Ok(())
     } else {
-        Err(ApiFailure::new(StatusCode::NOT_FOUND, code, format!("{what} {name:?} is not allowed")))
+        Err(ApiFailure::new(code, format!("{what} {name:?} is not allowed")))
     }
 }
 
 fn check_collection(state: &ApiState, collection: &str) -> Result<(), ApiFailure> {
-    check_allowed(&state.collections, collection, "collection", "unknown_collection")
+    check_allowed(&state.collections, collection, "collection", ErrorCode::UnknownCollection)
 }
 
 fn check_id(id: &str) -> Result<(), ApiFailure> {
     if is_object_id(id) {
         Ok(())
     } else {
-        Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_id", "ids are 24 lowercase hexadecimal characters"))
+        Err(ApiFailure::new(ErrorCode::InvalidId, "ids are 24 lowercase hexadecimal characters"))
     }
 }
 
@@ -193,16 +194,19 @@ fn json_text(status: StatusCode, body: String) -> Response {
 }
 
 fn not_found() -> ApiFailure {
-    ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no document with this id")
+    ApiFailure::new(ErrorCode::NotFound, "no document with this id")
 }
 
 fn version_mismatch() -> ApiFailure {
-    ApiFailure::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", "the document is at another version")
+    ApiFailure::new(ErrorCode::VersionMismatch, "the document is at another version")
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
     match state.data.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "store": state.data.store().backend(), "cache": state.data.cache_backend() })).into_response(),
+        Ok(()) => {
+            let ready = Ready { status: "ready".into(), store: state.data.store().backend().into(), cache: state.data.cache_backend().into() };
+            Json(ready).into_response()
+        }
         Err(error) => {
             let failure = ApiFailure::from(error);
             tracing::warn!(target: "sidecar", detail = failure.detail().unwrap_or(""), "not ready");
@@ -217,19 +221,13 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    after: Option<String>,
-    limit: Option<u32>,
-}
-
 async fn list(State(state): State<ApiState>, Path(collection): Path<String>, Query(query): Query<ListQuery>, headers: HeaderMap) -> Response {
     measured(&state, "list", &headers, async {
         check_collection(&state, &collection)?;
         if let Some(after) = &query.after {
             check_id(after)?;
         }
-        let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_SIDECAR_PAGE);
         let body = state.data.list_body(&collection, query.after.as_deref(), limit).await?;
         Ok(json_text(StatusCode::OK, body))
     })
@@ -246,57 +244,34 @@ async fn get_one(State(state): State<ApiState>, Path((collection, id)): Path<(St
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InsertBody {
-    fields: Map<String, Value>,
-    idempotency: Option<IdempotencyBody>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdempotencyBody {
-    key: String,
-    fingerprint: String,
-}
-
-async fn insert(State(state): State<ApiState>, Path(collection): Path<String>, headers: HeaderMap, body: Json<InsertBody>) -> Response {
+async fn insert(State(state): State<ApiState>, Path(collection): Path<String>, headers: HeaderMap, body: Json<InsertRequest>) -> Response {
     measured(&state, "insert", &headers, async {
         check_collection(&state, &collection)?;
         let Json(body) = body;
         let idempotency = body.idempotency.map(|i| Idempotency { key: i.key, fingerprint: i.fingerprint });
         match state.data.insert(&collection, body.fields, idempotency).await? {
-            InsertOutcome::Created(doc) => Ok((StatusCode::CREATED, Json(json!({ "doc": doc, "replayed": false }))).into_response()),
-            InsertOutcome::Replayed(doc) => Ok((StatusCode::OK, Json(json!({ "doc": doc, "replayed": true }))).into_response()),
-            InsertOutcome::KeyConflict => Err(ApiFailure::new(
-                StatusCode::CONFLICT,
-                "idempotency_conflict",
-                "this idempotency key was used with another request",
-            )),
+            InsertOutcome::Created(doc) => Ok((StatusCode::CREATED, Json(Inserted { doc, replayed: false })).into_response()),
+            InsertOutcome::Replayed(doc) => Ok((StatusCode::OK, Json(Inserted { doc, replayed: true })).into_response()),
+            InsertOutcome::KeyConflict => {
+                Err(ApiFailure::new(ErrorCode::IdempotencyConflict, "this idempotency key was used with another request"))
+            }
         }
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateBody {
-    set: Map<String, Value>,
-    if_version: Option<i64>,
 }
 
 async fn update(
     State(state): State<ApiState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Json<UpdateBody>,
+    body: Json<UpdateRequest>,
 ) -> Response {
     measured(&state, "update", &headers, async {
         check_collection(&state, &collection)?;
         check_id(&id)?;
         let Json(body) = body;
         match state.data.update(&collection, &id, body.set, body.if_version).await? {
-            WriteOutcome::Done(doc) => Ok(Json(json!({ "doc": doc })).into_response()),
+            WriteOutcome::Done(doc) => Ok(Json(OneDoc { doc }).into_response()),
             WriteOutcome::NotFound => Err(not_found()),
             WriteOutcome::VersionMismatch => Err(version_mismatch()),
         }
@@ -314,11 +289,11 @@ async fn delete(
         check_collection(&state, &collection)?;
         check_id(&id)?;
         let if_version = match query.get("if_version") {
-            Some(raw) => Some(raw.parse::<i64>().map_err(|_| ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request", "if_version must be an integer"))?),
+            Some(raw) => Some(raw.parse::<i64>().map_err(|_| ApiFailure::new(ErrorCode::InvalidRequest, "if_version must be an integer"))?),
             None => None,
         };
         match state.data.delete(&collection, &id, if_version).await? {
-            WriteOutcome::Done(()) => Ok(Json(json!({ "deleted": true })).into_response()),
+            WriteOutcome::Done(()) => Ok(Json(Deleted { deleted: true }).into_response()),
             WriteOutcome::NotFound => Err(not_found()),
             WriteOutcome::VersionMismatch => Err(version_mismatch()),
         }
@@ -329,6 +304,7 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
+    use serde_json::Value;
 
     use super::*;
 

@@ -11,8 +11,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use orders_vocabulary::api::{
+    AppendEventRequest, Appended, ErrorCode, Events, MarkRequest, Marked, ReadEventsQuery, ReleaseRequest, Released, ReserveRequest,
+    Reserved, SpendRequest, Spent, is_event_name, is_holder,
+};
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::api_jobs::check_key;
@@ -39,7 +41,7 @@ impl From<EventsError> for ApiFailure {
     fn from(error: EventsError) -> Self {
         match error {
             EventsError::BadId(bad) => {
-                ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_after", bad.to_string())
+                ApiFailure::new(ErrorCode::InvalidAfter, bad.to_string())
             }
             EventsError::Unavailable(error) => error.into(),
         }
@@ -47,36 +49,22 @@ impl From<EventsError> for ApiFailure {
 }
 
 fn check_log(state: &ApiState, log: &str, key: &str) -> Result<(), ApiFailure> {
-    check_allowed(&state.streams, log, "log", "unknown_log")?;
+    check_allowed(&state.streams, log, "log", ErrorCode::UnknownLog)?;
     check_key(key)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppendBody {
-    event: String,
-    #[serde(default)]
-    data: Value,
 }
 
 async fn append(
     State(state): State<ApiState>,
     Path((log, key)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Json<AppendBody>,
+    body: Json<AppendEventRequest>,
 ) -> Response {
     measured(&state, "log_append", &headers, async {
         check_log(&state, &log, &key)?;
-        let AppendBody { event, data } = body.0;
-        if event.is_empty()
-            || event.len() > 64
-            || !event
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        let AppendEventRequest { event, data } = body.0;
+        if !is_event_name(&event) {
             return Err(ApiFailure::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_event",
+                ErrorCode::InvalidEvent,
                 "event names are 1-64 of A-Z a-z 0-9 _",
             ));
         }
@@ -84,17 +72,9 @@ async fn append(
             .events
             .append(&log, &key, &event, &data, state.events_ttl)
             .await?;
-        Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+        Ok((StatusCode::CREATED, Json(Appended { id })).into_response())
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-    wait_ms: Option<u64>,
 }
 
 /// Events after `after`; with `wait_ms`, waits up to that long for the
@@ -103,11 +83,11 @@ async fn read(
     State(state): State<ApiState>,
     Path((log, key)): Path<(String, String)>,
     headers: HeaderMap,
-    query: Query<ReadQuery>,
+    query: Query<ReadEventsQuery>,
 ) -> Response {
     measured(&state, "log_read", &headers, async {
         check_log(&state, &log, &key)?;
-        let ReadQuery {
+        let ReadEventsQuery {
             after,
             limit,
             wait_ms,
@@ -120,7 +100,7 @@ async fn read(
                 .read(&log, &key, after.as_deref(), limit)
                 .await?;
             if !events.is_empty() || Instant::now() + WAIT_STEP > deadline {
-                return Ok(Json(json!({ "events": events })).into_response());
+                return Ok(Json(Events { events }).into_response());
             }
             tokio::time::sleep(WAIT_STEP).await;
         }
@@ -128,27 +108,20 @@ async fn read(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MarkBody {
-    ttl_secs: u64,
-}
-
 async fn mark(
     State(state): State<ApiState>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Json<MarkBody>,
+    body: Json<MarkRequest>,
 ) -> Response {
     measured(&state, "mark_once", &headers, async {
         check_key(&key)?;
         let ttl = Duration::from_secs(body.0.ttl_secs.clamp(1, MAX_MARK_SECS));
         if state.events.mark_once(&key, ttl).await? {
-            Ok((StatusCode::CREATED, Json(json!({ "marked": true }))).into_response())
+            Ok((StatusCode::CREATED, Json(Marked { marked: true })).into_response())
         } else {
             Err(ApiFailure::new(
-                StatusCode::CONFLICT,
-                "already_marked",
+                ErrorCode::AlreadyMarked,
                 "this mark was taken before",
             ))
         }
@@ -156,40 +129,26 @@ async fn mark(
     .await
 }
 
-/// Holders are opaque request ids: short, and plain enough for any backend.
 fn check_holder(holder: &str) -> Result<(), ApiFailure> {
-    if !holder.is_empty()
-        && holder.len() <= 128
-        && holder
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if is_holder(holder) {
         Ok(())
     } else {
         Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_holder",
+            ErrorCode::InvalidHolder,
             "holders are 1-128 of A-Z a-z 0-9 . _ -",
         ))
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReserveBody {
-    holder: String,
-    lease_secs: u64,
 }
 
 async fn reserve(
     State(state): State<ApiState>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Json<ReserveBody>,
+    body: Json<ReserveRequest>,
 ) -> Response {
     measured(&state, "mark_reserve", &headers, async {
         check_key(&key)?;
-        let ReserveBody { holder, lease_secs } = body.0;
+        let ReserveRequest { holder, lease_secs } = body.0;
         check_holder(&holder)?;
         let reservation = state
             .events
@@ -199,27 +158,20 @@ async fn reserve(
                 Duration::from_secs(lease_secs.clamp(1, 3600)),
             )
             .await?;
-        Ok(Json(json!({ "reservation": reservation })).into_response())
+        Ok(Json(Reserved { reservation }).into_response())
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpendBody {
-    holder: String,
-    ttl_secs: u64,
 }
 
 async fn spend(
     State(state): State<ApiState>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Json<SpendBody>,
+    body: Json<SpendRequest>,
 ) -> Response {
     measured(&state, "mark_spend", &headers, async {
         check_key(&key)?;
-        let SpendBody { holder, ttl_secs } = body.0;
+        let SpendRequest { holder, ttl_secs } = body.0;
         check_holder(&holder)?;
         if state
             .events
@@ -230,11 +182,10 @@ async fn spend(
             )
             .await?
         {
-            Ok(Json(json!({ "spent": true })).into_response())
+            Ok(Json(Spent { spent: true }).into_response())
         } else {
             Err(ApiFailure::new(
-                StatusCode::CONFLICT,
-                "not_reserved",
+                ErrorCode::NotReserved,
                 "this holder does not hold the mark",
             ))
         }
@@ -242,23 +193,17 @@ async fn spend(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReleaseBody {
-    holder: String,
-}
-
 async fn release(
     State(state): State<ApiState>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    body: Json<ReleaseBody>,
+    body: Json<ReleaseRequest>,
 ) -> Response {
     measured(&state, "mark_release", &headers, async {
         check_key(&key)?;
         check_holder(&body.0.holder)?;
         let released = state.events.release_mark(&key, &body.0.holder).await?;
-        Ok(Json(json!({ "released": released })).into_response())
+        Ok(Json(Released { released }).into_response())
     })
     .await
 }

@@ -7,8 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use orders_vocabulary::api::{AckRequest, Acked, AppendJobRequest, Appended, BlobPut, ClaimRequest, Claimed, Deleted, Depth, ErrorCode};
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::blobs::valid_key;
@@ -36,12 +35,12 @@ pub fn routes() -> Router<ApiState> {
 
 impl From<QueueError> for ApiFailure {
     fn from(error: QueueError) -> Self {
-        ApiFailure::unavailable("queue_unavailable", "queue", error.0)
+        ApiFailure::unavailable(ErrorCode::QueueUnavailable, "queue", error.0)
     }
 }
 
 fn check_stream(state: &ApiState, stream: &str) -> Result<(), ApiFailure> {
-    check_allowed(&state.streams, stream, "stream", "unknown_stream")
+    check_allowed(&state.streams, stream, "stream", ErrorCode::UnknownStream)
 }
 
 pub(crate) fn check_key(key: &str) -> Result<(), ApiFailure> {
@@ -49,53 +48,42 @@ pub(crate) fn check_key(key: &str) -> Result<(), ApiFailure> {
         Ok(())
     } else {
         Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_key",
+            ErrorCode::InvalidKey,
             "blob keys are 1-128 of A-Z a-z 0-9 . _ -, not starting with a dot",
         ))
     }
 }
 
 fn io_failure(error: std::io::Error) -> ApiFailure {
-    ApiFailure::unavailable("blob_store_unavailable", "blob store", error.to_string())
+    ApiFailure::unavailable(ErrorCode::BlobStoreUnavailable, "blob store", error.to_string())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppendBody {
-    payload: Value,
-    /// Whom the job counts against (a client address, an API key): at most
-    /// `max_queued_per_key` unfinished jobs each.
-    limit_key: Option<String>,
-}
-
-/// Appends within the stream's limits: 503 + `Retry-After` when the stream
+/// Appends within the stream's limits (`limit_key`, whom the job counts
+/// against, holds at most `max_queued_per_key` unfinished jobs): 503 + `Retry-After` when the stream
 /// is full (everyone waits), 429 when the caller's key holds its share.
 async fn append(
     State(state): State<ApiState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Json<AppendBody>,
+    body: Json<AppendJobRequest>,
 ) -> Response {
     measured(&state, "stream_append", &headers, async {
         check_stream(&state, &stream)?;
-        let AppendBody { payload, limit_key } = body.0;
-        if limit_key.as_deref().is_some_and(|key| key.is_empty() || key.len() > 256) {
-            return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request", "limit_key must be 1-256 characters"));
+        let AppendJobRequest { payload, limit_key } = body.0;
+        if limit_key.as_deref().is_some_and(|key| key.is_empty() || key.len() > AppendJobRequest::MAX_LIMIT_KEY) {
+            return Err(ApiFailure::new(ErrorCode::InvalidRequest, "limit_key must be 1-256 characters"));
         }
         let limits = &state.stream_limits;
         let bounds = AppendLimits { max_queued: limits.max_queued, per_key: limit_key.as_deref().map(|key| (key, limits.max_queued_per_key)) };
         match state.queue.append_within(&stream, &payload, &bounds).await? {
-            AppendOutcome::Added(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response()),
+            AppendOutcome::Added(id) => Ok((StatusCode::CREATED, Json(Appended { id })).into_response()),
             AppendOutcome::StreamFull => Err(ApiFailure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stream_full",
+                ErrorCode::StreamFull,
                 format!("{} jobs are queued or running, the most allowed; retry later", limits.max_queued),
             )
             .retry_after(FULL_RETRY_AFTER_SECS)),
             AppendOutcome::KeyFull => Err(ApiFailure::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_for_key",
+                ErrorCode::TooManyForKey,
                 format!("{} of your jobs are queued or running, the most allowed at once; retry when one is done", limits.max_queued_per_key),
             )
             .retry_after(FULL_RETRY_AFTER_SECS)),
@@ -104,41 +92,22 @@ async fn append(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClaimBody {
-    consumer: String,
-    #[serde(default = "one")]
-    count: usize,
-    #[serde(default = "default_min_idle")]
-    min_idle_ms: u64,
-}
-
-fn one() -> usize {
-    1
-}
-
-fn default_min_idle() -> u64 {
-    60_000
-}
-
 async fn claim(
     State(state): State<ApiState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Json<ClaimBody>,
+    body: Json<ClaimRequest>,
 ) -> Response {
     measured(&state, "stream_claim", &headers, async {
         check_stream(&state, &stream)?;
-        let ClaimBody {
+        let ClaimRequest {
             consumer,
             count,
             min_idle_ms,
         } = body.0;
-        if consumer.is_empty() || !(1..=100).contains(&count) {
+        if consumer.is_empty() || !(1..=ClaimRequest::MAX_COUNT).contains(&count) {
             return Err(ApiFailure::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "consumer must be named and count within 1..=100",
             ));
         }
@@ -146,27 +115,21 @@ async fn claim(
             .queue
             .claim(&stream, &consumer, count, min_idle_ms)
             .await?;
-        Ok(Json(json!({ "jobs": jobs })).into_response())
+        Ok(Json(Claimed { jobs }).into_response())
     })
     .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AckBody {
-    ids: Vec<String>,
 }
 
 async fn ack(
     State(state): State<ApiState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Json<AckBody>,
+    body: Json<AckRequest>,
 ) -> Response {
     measured(&state, "stream_ack", &headers, async {
         check_stream(&state, &stream)?;
         let acked = state.queue.ack(&stream, &body.0.ids).await?;
-        Ok(Json(json!({ "acked": acked })).into_response())
+        Ok(Json(Acked { acked }).into_response())
     })
     .await
 }
@@ -179,7 +142,7 @@ async fn depth(
     measured(&state, "stream_depth", &headers, async {
         check_stream(&state, &stream)?;
         let depth = state.queue.depth(&stream).await?;
-        Ok(Json(json!({ "depth": depth })).into_response())
+        Ok(Json(Depth { depth }).into_response())
     })
     .await
 }
@@ -195,7 +158,7 @@ async fn put_blob(
         state.blobs.put(&key, &body).await.map_err(io_failure)?;
         Ok((
             StatusCode::CREATED,
-            Json(json!({ "key": key, "bytes": body.len() })),
+            Json(BlobPut { key, bytes: body.len() }),
         )
             .into_response())
     })
@@ -219,11 +182,7 @@ async fn get_blob(
                 axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
             )
                 .into_response()),
-            None => Err(ApiFailure::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no blob with this key",
-            )),
+            None => Err(ApiFailure::new(ErrorCode::NotFound, "no blob with this key")),
         }
     })
     .await
@@ -237,7 +196,7 @@ async fn delete_blob(
     measured(&state, "blob_delete", &headers, async {
         check_key(&key)?;
         let deleted = state.blobs.delete(&key).await.map_err(io_failure)?;
-        Ok(Json(json!({ "deleted": deleted })).into_response())
+        Ok(Json(Deleted { deleted }).into_response())
     })
     .await
 }

@@ -8,15 +8,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use orders_vocabulary::api::{ErrorCode, NonconformingReport, Recorded};
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::store::is_object_id;
 
-/// More than a page of orders never needs reporting at once.
-const MAX_DOCUMENTS: usize = 1001;
-const MAX_FIELDS: usize = 64;
+const MAX_DOCUMENTS: usize = NonconformingReport::MAX_DOCUMENTS;
+const MAX_FIELDS: usize = NonconformingReport::MAX_FIELDS;
 
 pub fn routes() -> Router<ApiState> {
     Router::new().route(
@@ -25,40 +23,26 @@ pub fn routes() -> Router<ApiState> {
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NonconformingBody {
-    documents: Vec<NonconformingDocument>,
-}
-
-/// Ids and field names only: values may be customer data and stay out of logs.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NonconformingDocument {
-    id: String,
-    fields: Vec<String>,
-}
-
 async fn nonconforming(
     State(state): State<ApiState>,
     Path(collection): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<NonconformingBody>,
+    Json(body): Json<NonconformingReport>,
 ) -> axum::response::Response {
     measured(&state, "report", &headers, async {
-        check_allowed(&state.collections, &collection, "collection", "unknown_collection")?;
+        check_allowed(&state.collections, &collection, "collection", ErrorCode::UnknownCollection)?;
         if body.documents.len() > MAX_DOCUMENTS {
-            return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "too_many_documents", format!("at most {MAX_DOCUMENTS} documents per report")));
+            return Err(ApiFailure::new(ErrorCode::TooManyDocuments, format!("at most {MAX_DOCUMENTS} documents per report")));
         }
         for document in &body.documents {
             if !is_object_id(&document.id) || document.fields.len() > MAX_FIELDS {
-                return Err(ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_report", "ids are ObjectIds; at most 64 field names each"));
+                return Err(ApiFailure::new(ErrorCode::InvalidReport, "ids are ObjectIds; at most 64 field names each"));
             }
             let fields: Vec<String> = document.fields.iter().map(|field| field.chars().take(64).collect()).collect();
             tracing::warn!(target: "sidecar", collection, id = document.id, fields = ?fields, "served a document that does not meet its contract; see orders migrate");
         }
         state.metrics.nonconforming(&collection, body.documents.len() as u64);
-        Ok((StatusCode::OK, Json(json!({ "recorded": body.documents.len() }))).into_response())
+        Ok((StatusCode::OK, Json(Recorded { recorded: body.documents.len() })).into_response())
     })
     .await
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
+use orders_vocabulary::id::is_object_id;
 use serde_json::{Value, json};
 
 use crate::checks::Checks;
@@ -154,7 +155,7 @@ async fn create_and_read(api: &Api, c: &mut Checks, tag: &str) {
     c.eq("create: message", created.body["message"].as_str(), Some("Order created successfully"));
     let order = &created.body["order"];
     let id = order["_id"].as_str().unwrap_or_default().to_owned();
-    c.check("create: _id is 24 lowercase hex", id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), &id);
+    c.check("create: _id is 24 lowercase hex", is_object_id(&id), &id);
     c.eq("create: Location header", created.header("location").map(str::to_owned), Some(format!("/orders/{id}")));
     c.eq("create: ETag is the version", created.header("etag"), Some("\"1\""));
     c.eq("create: product trimmed", order["product"].as_str().map(str::to_owned), Some(format!("Banner {tag}")));

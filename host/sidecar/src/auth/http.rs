@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use orders_access::{
     Access, CLIENT_HEADER, COUNT_HEADER, CREDENTIAL_HEADER, Refusal, SCOPE_HEADER, Scope,
 };
-use serde::Deserialize;
+use orders_vocabulary::api::{AuditQuery, ErrorCode};
+use orders_vocabulary::names::ORDERS_COLLECTION;
+use orders_vocabulary::page::{DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
 use serde_json::{Value, json};
 
 use super::Auth;
@@ -21,9 +23,6 @@ use super::limiter::{FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, Window};
 use super::verifier::{Principal, Refused};
 use crate::api::ApiFailure;
 use crate::store::keys::AuditEntry;
-
-/// The most audit entries one read returns.
-pub const MAX_AUDIT_PAGE: u32 = 1000;
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -87,7 +86,7 @@ fn doc_write(method: &Method, path: &str) -> Option<DocWrite> {
     let mut parts = path.strip_prefix("/v1/docs/")?.split('/');
     let collection = parts.next().filter(|c| !c.is_empty())?;
     let id = parts.next();
-    let noun = if collection == "orders" {
+    let noun = if collection == ORDERS_COLLECTION {
         "order".to_owned()
     } else {
         collection.to_owned()
@@ -115,8 +114,7 @@ pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next:
     };
     let Some(access) = Access::parse(access) else {
         return ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
+            ErrorCode::InvalidScope,
             format!("{SCOPE_HEADER} {access:?} is not a scope"),
         )
         .into_response();
@@ -231,18 +229,12 @@ async fn audit_write(
     response
 }
 
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    since_ms: Option<i64>,
-    limit: Option<u32>,
-}
-
 /// The audit trail as JSON, oldest first (the component checks the `admin` scope).
 pub async fn read_audit(
     State(auth): State<Arc<Auth>>,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_AUDIT_PAGE);
+    let limit = query.limit.unwrap_or(DEFAULT_AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE);
     match auth
         .keys
         .audit_since(query.since_ms.unwrap_or(0), limit)

@@ -24,7 +24,7 @@ impl Pipeline {
         // A zip outlives its link by a minute, so a download that started
         // just before the expiry can finish.
         let zip_age = self.settings.link_ttl + Duration::from_secs(60);
-        match self.blobs.remove_older_than("bundle-", zip_age).await {
+        match self.blobs.remove_older_than(orders_vocabulary::bundle::ZIP_KEY_PREFIX, zip_age).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(target: "bundles", removed, "expired bundle zips removed"),
             Err(error) => tracing::warn!(target: "bundles", %error, "cannot sweep expired bundle zips"),

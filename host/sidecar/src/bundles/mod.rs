@@ -25,8 +25,7 @@ use crate::queue::JobQueue;
 pub use fetch::{FetchSettings, ResolveEntry};
 
 /// The job stream and the event log the pipeline uses.
-pub const STREAM: &str = "bundles";
-pub const LOG: &str = "bundles";
+pub use orders_vocabulary::names::{BUNDLE_LOG as LOG, BUNDLE_STREAM as STREAM};
 
 /// `Debug` leaves the secret out (settings are logged at start).
 #[derive(Clone)]

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use serde_json::{Value, json};
+use orders_vocabulary::bundle::{BundleEvent, BundleJob, DOWNLOAD_PATH, zip_key};
+use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::fetch::{FetchFailure, body_failure};
@@ -38,21 +39,11 @@ impl<E: std::fmt::Display> From<E> for Interrupted {
     }
 }
 
-struct BundleJob {
-    id: String,
-    urls: Vec<String>,
-}
-
+/// The job `POST /bundles` queued, if it names a bundle fit for a file
+/// name and at least one URL.
 fn parse_job(job: &Job) -> Option<BundleJob> {
-    let id = job.payload.get("bundle")?.as_str()?.to_owned();
-    let urls = job
-        .payload
-        .get("urls")?
-        .as_array()?
-        .iter()
-        .map(|u| u.as_str().map(str::to_owned))
-        .collect::<Option<Vec<_>>>()?;
-    (valid_key(&id) && !urls.is_empty()).then_some(BundleJob { id, urls })
+    let bundle = BundleJob::deserialize(&job.payload).ok()?;
+    (valid_key(&bundle.bundle) && !bundle.urls.is_empty()).then_some(bundle)
 }
 
 /// The work directory of one claim of a job: the claim's fencing token
@@ -165,7 +156,7 @@ impl Pipeline {
             Some(bundle) => {
                 let dir = self
                     .work_root
-                    .join(work_dir_name(&bundle.id, &job, consumer));
+                    .join(work_dir_name(&bundle.bundle, &job, consumer));
                 let outcome = tokio::select! {
                     outcome = self.process(&bundle, job.deliveries, &dir) => Some(outcome),
                     _ = taken_over.wait_for(|lost| *lost) => None,
@@ -194,11 +185,8 @@ impl Pipeline {
             Some(Err(Interrupted(reason))) => {
                 if let Some(bundle) = parse_job(&job) {
                     tracing::error!(target: "bundles", job = %job.id, %reason, "giving up a bundle job");
-                    let data = json!({ "error": "gave_up", "message": format!("gave up after {} attempts", job.deliveries) });
-                    let _ = self
-                        .events
-                        .append(LOG, &bundle.id, "failed", &data, self.settings.events_ttl())
-                        .await;
+                    let message = format!("gave up after {} attempts", job.deliveries);
+                    let _ = self.emit(&bundle.bundle, BundleEvent::Failed { error: "gave_up".into(), message }).await;
                 }
                 "gave_up"
             }
@@ -210,16 +198,17 @@ impl Pipeline {
         tracing::info!(target: "bundles", job = %job.id, outcome, millis = started.elapsed().as_millis() as u64, "bundle job done");
     }
 
-    async fn emit(&self, bundle: &str, event: &str, data: Value) -> Result<(), Interrupted> {
+    async fn emit(&self, bundle: &str, event: BundleEvent) -> Result<(), Interrupted> {
+        let (name, data) = event.to_parts();
         self.events
-            .append(LOG, bundle, event, &data, self.settings.events_ttl())
+            .append(LOG, bundle, &name, &data, self.settings.events_ttl())
             .await?;
         Ok(())
     }
 
     /// Progress is advisory: losing one event loses nothing the next won't say.
-    async fn emit_progress(&self, bundle: &str, event: &str, data: Value) {
-        if let Err(error) = self.emit(bundle, event, data).await {
+    async fn emit_progress(&self, bundle: &str, event: BundleEvent) {
+        if let Err(error) = self.emit(bundle, event).await {
             tracing::debug!(target: "bundles", bundle, error = error.0, "progress event lost");
         }
     }
@@ -230,14 +219,14 @@ impl Pipeline {
         deliveries: u64,
         dir: &Path,
     ) -> Result<&'static str, Interrupted> {
-        let history = self.events.read(LOG, &bundle.id, None, 100_000).await?;
+        let history = self.events.read(LOG, &bundle.bundle, None, 100_000).await?;
         if history
             .iter()
-            .any(|e| e.event == "ready" || e.event == "failed")
+            .any(|e| BundleEvent::from_parts(&e.event, &e.data).is_ok_and(|event| event.ends_bundle()))
         {
             return Ok("duplicate");
         }
-        self.emit(&bundle.id, "started", json!({ "attempt": deliveries }))
+        self.emit(&bundle.bundle, BundleEvent::Started { attempt: deliveries })
             .await?;
         match tokio::fs::remove_dir_all(dir).await {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
@@ -255,7 +244,7 @@ impl Pipeline {
         let downloads: Vec<Result<Option<PathBuf>, Interrupted>> =
             futures::stream::iter(bundle.urls.iter().cloned().enumerate())
                 .map(|(index, url)| {
-                    self.download(&bundle.id, index, url, &names[index], dir, &bounds)
+                    self.download(&bundle.bundle, index, url, &names[index], dir, &bounds)
                 })
                 .buffered(self.settings.downloads_per_job.max(1))
                 .collect()
@@ -269,9 +258,8 @@ impl Pipeline {
         if entries.is_empty() {
             let message = format!("none of the {} URLs could be downloaded", bundle.urls.len());
             self.emit(
-                &bundle.id,
-                "failed",
-                json!({ "error": "nothing_downloaded", "message": message }),
+                &bundle.bundle,
+                BundleEvent::Failed { error: "nothing_downloaded".into(), message },
             )
             .await?;
             return Ok("failed");
@@ -279,14 +267,15 @@ impl Pipeline {
 
         let zip_path = dir.join("bundle.zip");
         let bytes = self
-            .compress(&bundle.id, entries.clone(), zip_path.clone())
+            .compress(&bundle.bundle, entries.clone(), zip_path.clone())
             .await?;
-        let key = format!("bundle-{}.zip", bundle.id);
+        let key = zip_key(&bundle.bundle);
         self.blobs.put_file(&key, &zip_path).await?;
         let expires = unix_now() + self.settings.link_ttl.as_secs();
         let link =
-            orders_signed_link::sign(&format!("/downloads/{key}"), expires, &self.settings.secret);
-        self.emit(&bundle.id, "ready", json!({ "link": link, "expires_at": rfc3339(expires), "files": entries.len(), "bytes": bytes }))
+            orders_signed_link::sign(&format!("{DOWNLOAD_PATH}{key}"), expires, &self.settings.secret);
+        let ready = BundleEvent::Ready { link, expires_at: rfc3339(expires), files: entries.len(), bytes };
+        self.emit(&bundle.bundle, ready)
             .await?;
         Ok("ready")
     }
@@ -306,13 +295,8 @@ impl Pipeline {
             archive::write_zip(&entries, &out, |percent| {
                 if percent == 100 || last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
                     last = Some(Instant::now());
-                    let _ = runtime.block_on(events.append(
-                        LOG,
-                        &bundle,
-                        "compress",
-                        &json!({ "percent": percent }),
-                        ttl,
-                    ));
+                    let (name, data) = BundleEvent::Compress { percent }.to_parts();
+                    let _ = runtime.block_on(events.append(LOG, &bundle, &name, &data, ttl));
                 }
             })
         })
@@ -359,8 +343,7 @@ impl Pipeline {
                     self.metrics.bundle_download("ok");
                     self.emit(
                         bundle,
-                        "downloaded",
-                        json!({ "index": index, "name": name, "bytes": bytes }),
+                        BundleEvent::Downloaded { index, name: name.to_owned(), bytes },
                     )
                     .await?;
                     return Ok(Some(path));
@@ -375,8 +358,8 @@ impl Pipeline {
                 Err(failure) => {
                     self.metrics.bundle_download(failure.code);
                     let _ = tokio::fs::remove_file(&path).await;
-                    let data = json!({ "index": index, "error": failure.code, "message": failure.message });
-                    self.emit(bundle, "download_failed", data).await?;
+                    let failed = BundleEvent::DownloadFailed { index, error: failure.code.to_owned(), message: failure.message };
+                    self.emit(bundle, failed).await?;
                     return Ok(None);
                 }
             }
@@ -422,8 +405,7 @@ impl Pipeline {
         let mut rate = RateFloor::new(self.settings.min_bytes_per_sec);
         self.emit_progress(
             bundle,
-            "progress",
-            json!({ "index": index, "received": 0, "total": total }),
+            BundleEvent::Progress { index, received: 0, total },
         )
         .await;
         loop {
@@ -451,8 +433,7 @@ impl Pipeline {
                     last_progress = Instant::now();
                     self.emit_progress(
                         bundle,
-                        "progress",
-                        json!({ "index": index, "received": received, "total": total }),
+                        BundleEvent::Progress { index, received, total },
                     )
                     .await;
                 }
@@ -526,6 +507,8 @@ fn human(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     #[test]

@@ -46,19 +46,8 @@ pub enum EventsError {
 
 pub type EventsResult<T> = Result<T, EventsError>;
 
-/// The answer to [`EventLog::reserve_mark`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reservation {
-    /// The caller holds the mark now (also when it held or spent it before:
-    /// a retried request, e.g. by nginx on another instance, carries the
-    /// same holder).
-    Granted,
-    /// Another holder has reserved it and not yet spent or released it.
-    Busy,
-    /// Spent by another holder.
-    Spent,
-}
+/// The answer to [`EventLog::reserve_mark`], as the API gives it.
+pub use orders_vocabulary::api::Reservation;
 
 #[async_trait]
 pub trait EventLog: Send + Sync {
