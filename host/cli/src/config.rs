@@ -51,6 +51,7 @@ const KNOWN_KEYS: &[&str] = &[
     "bundle_deadline_ms", "bundle_max_retries", "bundle_max_queued", "bundle_max_queued_per_client", "auth", "default_rate_limit", "jwt_issuer", "jwt_audience", "jwks_url",
     "max_streams", "queue_timeout_ms", "request_timeout_ms", "request_cpu_ms", "stream_timeout_ms",
     "max_instance_memory_mb", "body_timeout_ms", "max_connections", "header_timeout_ms", "idle_timeout_ms",
+    "sidecar_failover_urls", "sidecar_timeout_ms", "sidecars", "max_restarts_per_minute",
 ];
 
 /// Where the stores are, shared by `up`, `sidecar` and `cluster`. No
