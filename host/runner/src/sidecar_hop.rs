@@ -210,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_sidecar_fails_over_to_the_next_and_stays_there() {
         let (down, up) = (refused_authority(), answering_sidecar().await);
-        let hop = hop(&[&down, &up]);
+        let hop = hop(&[down.as_str(), up.as_str()]);
         let client = PooledHttpClient::default();
         let (response, _) = hop.send(&client, call(&down)).await.expect("failed over");
         assert_eq!(response.status(), 200);
@@ -226,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn every_sidecar_refusing_is_a_refused_call() {
         let (first, second) = (refused_authority(), refused_authority());
-        let hop = hop(&[&first, &second]);
+        let hop = hop(&[first.as_str(), second.as_str()]);
         let outcome = hop.send(&PooledHttpClient::default(), call(&first)).await;
         assert!(
             matches!(outcome, Err(HttpError::ConnectionRefused)),
