@@ -169,7 +169,11 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &str
 
     let nginx_dir = data_dir.join("nginx");
     std::fs::create_dir_all(&nginx_dir)?;
-    let upstreams: String = instance_addresses.iter().map(|address| format!("        server {address} max_fails=3 fail_timeout=5s;\n")).collect();
+    // nginx counts an instance's 503 as a failure, and when the sidecar is
+    // down every instance answers 503: a short fail_timeout lets them back
+    // in within a second of the sidecar's restart (a dead instance costs
+    // only a refused connection per second, passed to the next).
+    let upstreams: String = instance_addresses.iter().map(|address| format!("        server {address} max_fails=3 fail_timeout=1s;\n")).collect();
     let template_path = manifest_dir(manifest).join("infra/nginx/cluster.conf.template");
     let template = std::fs::read_to_string(&template_path)
         .with_context(|| format!("cannot read the nginx template {}", template_path.display()))?;
