@@ -67,3 +67,43 @@ async fn killing_an_instance_mid_run_fails_no_get() {
     // The contract still holds on the two instances left.
     contract::run(&cluster.api()).await;
 }
+
+/// The pid cluster.json lists for `role` once it differs from `old` (0 if never within 15 s).
+async fn next_pid(cluster: &Cluster, role: &str, old: u32) -> u32 {
+    for _ in 0..150 {
+        let listed = cluster.processes().ok().and_then(|p| p.into_iter().find(|(r, _, _)| r == role)).map(|(_, pid, _)| pid);
+        if let Some(pid) = listed.filter(|pid| *pid != old && *pid > 0) {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_that_keeps_dying_stops_the_cluster_with_a_clear_message() {
+    let backends = Backends { extra_env: vec![("ORDERS_MAX_RESTARTS_PER_MINUTE".into(), "1".into())], ..Backends::default() };
+    let mut cluster = Cluster::start(ORDERS, 1, &backends).expect("orders cluster");
+    let first = next_pid(&cluster, "sidecar", 0).await;
+    signal(first, libc::SIGKILL);
+    let second = next_pid(&cluster, "sidecar", first).await;
+    assert!(second > 0, "the sidecar was not restarted once");
+    assert_eq!(cluster.api().create(&sample_order("after-restart")).await.status, 201, "the restarted sidecar serves");
+    let others: Vec<u32> = cluster.processes().expect("cluster.json").into_iter().filter(|(r, _, _)| r != "sidecar").map(|(_, pid, _)| pid).collect();
+    signal(second, libc::SIGKILL);
+    let mut exited = None;
+    for _ in 0..300 {
+        exited = cluster.process.child.try_wait().expect("wait");
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = exited.expect("the cluster did not stop after the cap of restarts");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(cluster.data_dir.join("cluster.log")).unwrap_or_default();
+    assert!(log.contains("sidecar-0") && log.contains("times within a minute"), "{log}");
+    // SAFETY: probing (signal 0) pids this test's cluster started.
+    let alive: Vec<u32> = others.into_iter().filter(|pid| unsafe { libc::kill(*pid as i32, 0) } == 0).collect();
+    assert!(alive.is_empty(), "processes left running after the cluster stopped: {alive:?}");
+}

@@ -1,30 +1,39 @@
-//! `orders cluster`: one sidecar, N runner instances and nginx in front of
-//! them, all on loopback, for tests and benchmarks. Every process started is
-//! listed in `<data-dir>/cluster.json` and stopped, by PID, on exit.
+//! `orders cluster`: one sidecar (or several sharing the store and Redis),
+//! N runner instances and nginx in front of them, all on loopback, for tests
+//! and benchmarks. Every process is supervised (restarted on the same
+//! address when it exits unexpectedly, see `supervisor`), listed in
+//! `<data-dir>/cluster.json`, and stopped, by PID, on exit.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use crate::auth_options::AuthOptions;
+use crate::cluster_process::{Launch, terminate};
 use crate::config::{DataDir, RunnerOptions, StoreOptions, manifest_dir};
 use crate::keys::{announce_admin_key, bootstrap_admin_key, open_keys};
-use crate::run::{ServeArgs, SidecarArgs, random_token, shutdown_signal};
+use crate::process_table::{ProcessEntry, ProcessTable};
+use crate::run::{SIDECAR_MARGIN, ServeArgs, SidecarArgs, random_token, shutdown_signal};
 use crate::settings::child;
 use crate::settings::secret::Secret;
+use crate::supervisor::{RestartPolicy, Supervised, supervise};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// How many runner instances behind nginx.
     #[arg(long, env = "ORDERS_INSTANCES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub instances: u32,
+    /// How many sidecars, sharing the store and Redis (more than one needs --redis-url);
+    /// each instance calls one and fails over to the others.
+    #[arg(long, env = "ORDERS_SIDECARS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub sidecars: u32,
+    /// Restarts of one process within a minute after which the cluster gives up and stops.
+    #[arg(long, env = "ORDERS_MAX_RESTARTS_PER_MINUTE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_restarts_per_minute: u32,
     /// Address nginx listens on.
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -39,71 +48,22 @@ pub struct ClusterArgs {
     pub runner: RunnerOptions,
 }
 
-#[derive(Debug, Serialize)]
-struct ProcessEntry {
-    role: &'static str,
-    pid: u32,
-    address: String,
-}
+/// Where sidecars and instances first listen: a free port, which their
+/// restarts keep (nginx listens on --listen).
+const FIRST_LISTEN: &str = "127.0.0.1:0";
 
-/// A child process that is killed (SIGTERM, then SIGKILL) when dropped.
-struct Managed {
-    role: &'static str,
-    child: Child,
-    address: String,
-}
-
-impl Managed {
-    fn entry(&self) -> ProcessEntry {
-        ProcessEntry { role: self.role, pid: self.child.id().unwrap_or(0), address: self.address.clone() }
-    }
-}
-
-async fn stop_all(children: &mut [Managed]) {
-    for managed in children.iter() {
-        if let Some(pid) = managed.child.id() {
-            // SAFETY: signalling a child this process started, by its PID.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        }
-    }
-    for managed in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(12), managed.child.wait()).await.is_err() {
-            let _ = managed.child.kill().await;
-        }
-    }
-}
-
-/// Starts `orders <subcommand>` with `settings` and waits for its
-/// "listening on http://ADDR" line.
-async fn spawn_orders(role: &'static str, settings: &Path, log: &Path) -> Result<Managed> {
-    let exe = std::env::current_exe().context("cannot find the orders executable")?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let subcommand = if role == "sidecar" { "sidecar" } else { "serve" };
-    let mut child = child::command(&exe, subcommand, settings)
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start the {role}"))?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .with_context(|| format!("the {role} did not start within 120 s; see {}", log.display()))??
-        .with_context(|| format!("the {role} exited during start; see {}", log.display()))?;
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .with_context(|| format!("unexpected start line from the {role}: {line}"))?
-        .to_owned();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Managed { role, child, address })
-}
+/// Every process of the cluster, supervised, with its row in the table.
+type Processes = Vec<Supervised>;
 
 impl ClusterArgs {
     pub fn check(&self) -> Result<()> {
+        if self.sidecars > 1 && self.store.redis_url.is_none() {
+            bail!(
+                "--sidecars {} needs --redis-url / ORDERS_REDIS_URL: the sidecars must share one cache, or a read \
+                 through one would miss a write through another (the store is shared either way)",
+                self.sidecars
+            );
+        }
         self.store.check()
     }
 }
@@ -125,22 +85,62 @@ pub async fn run(args: ClusterArgs, log: &str) -> Result<()> {
         }
         false => None,
     };
-    let mut children: Vec<Managed> = Vec::new();
-    let result = start(&args, &data_dir, &manifest, &token, log, &mut children).await;
-    if let Err(error) = result {
-        stop_all(&mut children).await;
+    let table = Arc::new(ProcessTable::new(&data_dir));
+    let mut processes: Processes = Vec::new();
+    if let Err(error) = start(&args, &data_dir, &manifest, &token, log, &table, &mut processes).await {
+        for process in &mut processes {
+            terminate(&mut process.child).await;
+        }
         return Err(error);
     }
+    table.write()?;
+    println!(
+        "orders cluster is serving on http://{} ({} instances, {} sidecars; processes in {})",
+        args.listen, args.instances, args.sidecars, data_dir.join("cluster.json").display()
+    );
     if let Some(key) = admin_key {
         announce_admin_key(&key, &data_dir);
     }
-    shutdown_signal().await;
-    stop_all(&mut children).await;
-    let _ = std::fs::remove_file(data_dir.join("cluster.json"));
-    Ok(())
+    let outcome = supervise_until_stopped(processes, RestartPolicy::with_cap(args.max_restarts_per_minute), table.clone()).await;
+    table.remove_files();
+    outcome
 }
 
-async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Secret, log: &str, children: &mut Vec<Managed>) -> Result<()> {
+/// Supervises every process until Ctrl-C / SIGTERM or until one of them
+/// spends its restarts; then stops them all.
+async fn supervise_until_stopped(processes: Processes, policy: RestartPolicy, table: Arc<ProcessTable>) -> Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut supervisors = tokio::task::JoinSet::new();
+    for process in processes {
+        let (table, stopped) = (table.clone(), stopped.clone());
+        supervisors.spawn(async move { supervise(process, policy, &table, stopped).await });
+    }
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        Some(ended) = supervisors.join_next() => ended.unwrap_or_else(|panic| Err(anyhow::anyhow!("a supervisor failed: {panic}"))),
+    };
+    if let Err(error) = &outcome {
+        tracing::error!(error = format!("{error:#}"), "stopping the cluster");
+    }
+    let _ = stop.send(true);
+    while supervisors.join_next().await.is_some() {}
+    outcome
+}
+
+/// Starts `launch` for the first time and adds it to the table.
+async fn first_start(role: &'static str, name: String, launch: Launch, table: &ProcessTable, processes: &mut Processes) -> Result<String> {
+    let started = launch.start(FIRST_LISTEN, false).await?;
+    let pid = started.child.id().unwrap_or(0);
+    let slot = table.add(ProcessEntry { role, name: name.clone(), pid, address: started.address.clone(), restarts: 0 });
+    let address = started.address.clone();
+    processes.push(Supervised { slot, name, launch, address: started.address, child: started.child });
+    Ok(address)
+}
+
+/// Starts the sidecars and instances, each with its settings handed down
+/// whole in `<data-dir>/cluster/<name>.toml`, then nginx.
+async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Secret, log: &str, table: &ProcessTable,
+    processes: &mut Processes) -> Result<()> {
     let settings_dir = data_dir.join("cluster");
     let mut store = args.store.clone();
     store.location.dir.data_dir = data_dir.to_path_buf();
@@ -148,40 +148,53 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Sec
     store.bundles.components.download_secret = Some(download_secret.clone());
 
     let sidecar = SidecarArgs {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        listen: FIRST_LISTEN.parse().expect("a socket address"),
         sidecar_token: token.clone(),
         auth: args.auth.clone(),
         store: store.clone(),
     };
-    let settings = child::write_settings(&settings_dir, "sidecar", &sidecar, log)?;
-    let sidecar = spawn_orders("sidecar", &settings, &data_dir.join("sidecar.log")).await?;
-    let sidecar_url = format!("http://{}", sidecar.address).parse().context("the sidecar's address")?;
-    children.push(sidecar);
+    let sidecar_settings = child::write_settings(&settings_dir, "sidecar", &sidecar, log)?;
+    let mut sidecar_urls = Vec::new();
+    for index in 0..args.sidecars {
+        let log = data_dir.join(if index == 0 { "sidecar.log".to_owned() } else { format!("sidecar-{index}.log") });
+        let launch = Launch::Orders { role: "sidecar", subcommand: "sidecar", settings: sidecar_settings.clone(), log };
+        let address = first_start("sidecar", format!("sidecar-{index}"), launch, table, processes).await?;
+        sidecar_urls.push(crate::settings::values::http_url(&format!("http://{address}")).map_err(anyhow::Error::msg)?);
+    }
 
     let mut runner = args.runner.clone();
     runner.manifest = manifest.to_path_buf();
     runner.no_build = true;
-    let instance = ServeArgs {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        sidecar_url,
-        sidecar_token: token.clone(),
-        dir: DataDir { data_dir: data_dir.to_path_buf() },
-        components: store.bundles.components.clone(),
-        runner,
-    };
-    let settings = child::write_settings(&settings_dir, "instance", &instance, log)?;
+    // A sidecar's calls may take its store timeout; the runner waits a little longer.
+    let sidecar_timeout = Duration::from_millis(args.store.store_timeout_ms) + SIDECAR_MARGIN;
+    let mut instance_addresses = Vec::new();
     for index in 0..args.instances {
-        let log = data_dir.join(format!("instance-{index}.log"));
-        children.push(spawn_orders("instance", &settings, &log).await?);
+        // Instances spread over the sidecars, each failing over to the next ones.
+        let home = index as usize % sidecar_urls.len();
+        let instance = ServeArgs {
+            listen: FIRST_LISTEN.parse().expect("a socket address"),
+            sidecar_url: sidecar_urls[home].clone(),
+            sidecar_failover_urls: (1..sidecar_urls.len()).map(|step| sidecar_urls[(home + step) % sidecar_urls.len()].clone()).collect(),
+            sidecar_timeout_ms: sidecar_timeout.as_millis() as u64,
+            sidecar_token: token.clone(),
+            dir: DataDir { data_dir: data_dir.to_path_buf() },
+            components: store.bundles.components.clone(),
+            runner: runner.clone(),
+        };
+        let name = format!("instance-{index}");
+        let settings = child::write_settings(&settings_dir, &name, &instance, log)?;
+        let log = data_dir.join(format!("{name}.log"));
+        let launch = Launch::Orders { role: "instance", subcommand: "serve", settings, log };
+        instance_addresses.push(first_start("instance", name, launch, table, processes).await?);
     }
 
     let nginx_dir = data_dir.join("nginx");
     std::fs::create_dir_all(&nginx_dir)?;
-    let upstreams: String = children
-        .iter()
-        .filter(|c| c.role == "instance")
-        .map(|c| format!("        server {} max_fails=3 fail_timeout=5s;\n", c.address))
-        .collect();
+    // nginx counts an instance's 503 as a failure, and when the sidecar is
+    // down every instance answers 503: a short fail_timeout lets them back
+    // in within a second of the sidecar's restart (a dead instance costs
+    // only a refused connection per second, passed to the next).
+    let upstreams: String = instance_addresses.iter().map(|address| format!("        server {address} max_fails=3 fail_timeout=1s;\n")).collect();
     let template_path = manifest_dir(manifest).join("infra/nginx/cluster.conf.template");
     let template = std::fs::read_to_string(&template_path)
         .with_context(|| format!("cannot read the nginx template {}", template_path.display()))?;
@@ -195,19 +208,8 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Sec
     let config_path = nginx_dir.join("nginx.conf");
     // It holds the download secret.
     crate::private_files::write_private(&config_path, config.as_bytes())?;
-    let nginx = Command::new(&args.nginx)
-        .args(["-p", &nginx_dir.display().to_string(), "-c", &config_path.display().to_string(), "-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(nginx_dir.join("stderr.log"))?)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start nginx ({}); install it or pass --nginx", args.nginx.display()))?;
-    children.push(Managed { role: "nginx", child: nginx, address: args.listen.to_string() });
-    wait_for_nginx(args.listen, &nginx_dir, children.last_mut().expect("nginx was just pushed")).await?;
-
-    let entries: Vec<ProcessEntry> = children.iter().map(Managed::entry).collect();
-    std::fs::write(data_dir.join("cluster.json"), serde_json::to_vec_pretty(&entries)?)?;
-    println!("orders cluster is serving on http://{} ({} instances; processes in {})", args.listen, args.instances, data_dir.join("cluster.json").display());
+    let launch = Launch::Nginx { binary: args.nginx.clone(), dir: nginx_dir, config: config_path, listen: args.listen };
+    first_start("nginx", "nginx".to_owned(), launch, table, processes).await?;
     Ok(())
 }
 
@@ -216,18 +218,4 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Sec
 fn worker_user() -> String {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 { "user root;".to_owned() } else { String::new() }
-}
-
-async fn wait_for_nginx(listen: SocketAddr, nginx_dir: &Path, nginx: &mut Managed) -> Result<()> {
-    for _ in 0..100 {
-        if let Some(status) = nginx.child.try_wait()? {
-            let log = std::fs::read_to_string(nginx_dir.join("stderr.log")).unwrap_or_default();
-            bail!("nginx exited ({status}) during start: {log}");
-        }
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("nginx did not accept connections on {listen} within 5 s")
 }

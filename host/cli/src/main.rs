@@ -3,6 +3,7 @@
 mod auth_options;
 mod bundle_options;
 mod cluster;
+mod cluster_process;
 mod components;
 mod config;
 mod fd_limit;
@@ -10,10 +11,12 @@ mod migrate;
 mod private_files;
 mod keys;
 mod private_file;
+mod process_table;
 mod run;
 mod seed;
 mod settings;
 mod store_tools;
+mod supervisor;
 mod transfer;
 
 use anyhow::Result;
@@ -44,7 +47,7 @@ enum Command {
     Sidecar(run::SidecarArgs),
     /// Run only the runner, with a sidecar elsewhere (one instance of a cluster).
     Serve(run::ServeArgs),
-    /// Start nginx in front of N runner instances sharing one sidecar.
+    /// Start nginx in front of N runner instances and their sidecars, restarting any that exits.
     Cluster(cluster::ClusterArgs),
     /// Fill the store with N realistic fake orders through the API.
     Seed(seed::SeedArgs),

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
-use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource, RunnerMetrics};
+use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource, RunnerMetrics, SidecarRoute};
 use orders_sidecar::{Sidecar, call_router};
 use orders_telemetry::Registry;
 
@@ -28,6 +28,10 @@ const SIDECAR_TOKEN_KEY: &str = "--sidecar-token / ORDERS_SIDECAR_TOKEN";
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// What a sidecar call may take beyond the sidecar's store timeout (its own
+/// work and the hop), before the runner gives up on it.
+pub const SIDECAR_MARGIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -84,6 +88,14 @@ pub struct ServeArgs {
     /// URL of the sidecar the components call.
     #[arg(long, env = "ORDERS_SIDECAR_URL", value_parser = crate::settings::values::http_url)]
     pub sidecar_url: Url,
+    /// Further sidecars (same store, same token) the runner sends a sidecar call to when
+    /// the one before refuses the connection; comma-separated `http://host:port` URLs.
+    #[arg(long, env = "ORDERS_SIDECAR_FAILOVER_URLS", value_delimiter = ',', value_parser = crate::settings::values::http_url)]
+    pub sidecar_failover_urls: Vec<Url>,
+    /// Longest wait for a sidecar's answer, in milliseconds (its store timeout plus a margin);
+    /// then the call fails and the API answers 503 + Retry-After.
+    #[arg(long, env = "ORDERS_SIDECAR_TIMEOUT_MS", default_value_t = 6000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub sidecar_timeout_ms: u64,
     /// Bearer token of that sidecar.
     #[arg(long, env = "ORDERS_SIDECAR_TOKEN", hide_env_values = true)]
     pub sidecar_token: Secret,
@@ -138,14 +150,23 @@ impl InProcessService for SidecarInProcess {
     }
 }
 
+/// `host:port` of a URL.
+fn authority_of(url: &Url) -> Result<String> {
+    let host = url.host_str().with_context(|| format!("{url} has no host"))?;
+    Ok(match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+/// The sidecar the components call (their `sidecar_url`), then its alternates.
+fn sidecar_route(sidecar_url: &Url, failover_urls: &[Url], timeout: Duration) -> Result<SidecarRoute> {
+    let authorities = std::iter::once(sidecar_url).chain(failover_urls).map(authority_of).collect::<Result<_>>()?;
+    Ok(SidecarRoute { authorities, first_byte_timeout: timeout })
+}
+
 fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashMap<String, String>,
-    in_process: HashMap<String, Arc<dyn InProcessService>>, metrics: RunnerMetrics) -> Result<Arc<AppShared>> {
-    let sidecar_authorities = variables
-        .get("sidecar_url")
-        .and_then(|url| url.split("://").nth(1))
-        .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
-        .into_iter()
-        .collect();
+    in_process: HashMap<String, Arc<dyn InProcessService>>, sidecar: SidecarRoute, metrics: RunnerMetrics) -> Result<Arc<AppShared>> {
     if !runner.no_build {
         build_if_stale(&runner.manifest)?;
     }
@@ -158,7 +179,7 @@ fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashM
             variables,
             limits: runner.limits()?,
             in_process,
-            sidecar_authorities,
+            sidecar,
         },
         metrics,
     )
@@ -185,7 +206,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let variables = component_variables(&sidecar_url, &token, &secret, args.store.bundles.components.bundle_max_urls);
     let in_process: HashMap<String, Arc<dyn InProcessService>> =
         HashMap::from([(sidecar_address.to_string(), Arc::new(SidecarInProcess(sidecar.router.clone())) as Arc<dyn InProcessService>)]);
-    let app = load_app(&args.runner, data_dir, variables, in_process, RunnerMetrics::new(registry))?;
+    // In-process calls never reach the network; the route only names the hop.
+    let sidecar_at = Url::parse(&sidecar_url).context("the sidecar's address")?;
+    let route = sidecar_route(&sidecar_at, &[], Duration::from_millis(args.store.store_timeout_ms) + SIDECAR_MARGIN)?;
+    let app = load_app(&args.runner, data_dir, variables, in_process, route, RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
     let edge = Edge::new(app, extra);
 
@@ -227,7 +251,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     crate::private_files::private_data_dir(data_dir)?;
     let secret = args.components.secret(data_dir)?;
     let variables = component_variables(args.sidecar_url.as_str(), &args.sidecar_token, &secret, args.components.bundle_max_urls);
-    let app = load_app(&args.runner, data_dir, variables, HashMap::new(), RunnerMetrics::new(registry))?;
+    let route = sidecar_route(&args.sidecar_url, &args.sidecar_failover_urls, Duration::from_millis(args.sidecar_timeout_ms))?;
+    let app = load_app(&args.runner, data_dir, variables, HashMap::new(), route, RunnerMetrics::new(registry))?;
     let extra: Vec<MetricsSource> = vec![Arc::new(orders_sidecar::process_metrics)];
     let edge = Edge::new(app, extra);
     let listener = bind(args.listen, "--listen").await?;

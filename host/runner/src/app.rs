@@ -32,12 +32,17 @@ use crate::well_known::AppInfo;
 use crate::metrics::{RunnerMetrics, ShedReason};
 use crate::outbound::OutboundPolicy;
 use crate::routes::{RouteMatch, Router};
+use crate::sidecar_hop::{SidecarHop, SidecarRoute};
 use crate::slots::Slots;
 use crate::state::{RequestState, bindings::fermyon::spin::variables};
 use crate::streams::{HeldBody, InstanceGuard, Shape, is_event_stream, shape_of, whole_body};
 use crate::variables::{AppVariables, component_variables};
 
 pub type ComponentId = usize;
+
+/// How long a call to the network may wait for its answer when the
+/// component sets no first-byte timeout (the request timeout ends it sooner).
+const NETWORK_FIRST_BYTE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A service the runner calls in-process when a component sends a request
 /// to its authority, skipping the TCP hop (the sidecar, beside the runner).
@@ -56,8 +61,9 @@ pub struct AppConfig {
     pub limits: Limits,
     /// Services answered in-process, keyed by `host:port` authority.
     pub in_process: HashMap<String, Arc<dyn InProcessService>>,
-    /// Authorities of the sidecar, so its calls are measured as the sidecar hop.
-    pub sidecar_authorities: Vec<String>,
+    /// The sidecar's authorities (its calls are measured as the sidecar hop,
+    /// bounded by its deadline and failed over between them).
+    pub sidecar: SidecarRoute,
 }
 
 pub(crate) struct ComponentSpec {
@@ -76,7 +82,7 @@ pub struct AppShared {
     pub limits: Limits,
     pub(crate) slots: Slots,
     in_process: HashMap<String, Arc<dyn InProcessService>>,
-    sidecar_authorities: Vec<String>,
+    sidecar: SidecarHop,
     http_client: PooledHttpClient,
     pub metrics: RunnerMetrics,
     /// What `/.well-known/spin/info` reports.
@@ -172,7 +178,7 @@ impl AppShared {
             ),
             limits: config.limits,
             in_process: config.in_process,
-            sidecar_authorities: config.sidecar_authorities,
+            sidecar: SidecarHop::new(config.sidecar),
             http_client: PooledHttpClient::default(),
             metrics,
             app_info: AppInfo { name: manifest.application.name.clone(), version: manifest.application.version.clone() },
@@ -378,14 +384,18 @@ impl AppShared {
             let response = service.call(http::Request::from_parts(parts, body)).await;
             return ("sidecar", Ok((response.map(full_body), done)));
         }
-        let destination = if self.sidecar_authorities.iter().any(|a| a == authority) { "sidecar" } else { "network" };
+        let to_sidecar = self.sidecar.serves(authority);
         let outcome = match uri.scheme_str() {
-            Some("http") => self.http_client.send(request, options).await,
+            Some("http") if to_sidecar => self.sidecar.send(&self.http_client, request).await,
+            Some("http") => {
+                let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(NETWORK_FIRST_BYTE);
+                self.http_client.send(request, first_byte).await
+            }
             _ => wasmtime_wasi_http::default_send_request(request, options)
                 .await
                 .map(|(response, io)| (response.map(|body| body.boxed_unsync()), Box::new(io) as IoFuture)),
         };
-        (destination, outcome)
+        (if to_sidecar { "sidecar" } else { "network" }, outcome)
     }
 }
 

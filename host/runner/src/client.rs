@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 /// What wasi:http awaits after a response head: the rest of the exchange's I/O.
 pub type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
@@ -32,12 +32,12 @@ impl Default for PooledHttpClient {
 }
 
 impl PooledHttpClient {
+    /// Sends `request`; no response head within `first_byte` is a read timeout.
     pub async fn send(
         &self,
         request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
+        first_byte: Duration,
     ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
-        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(600));
         let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
             Err(_) => return Err(HttpError::ConnectionReadTimeout),
             Ok(Err(error)) if error.is_connect() => return Err(HttpError::ConnectionRefused),

@@ -6,6 +6,7 @@
 pub mod bundle_client;
 pub mod checks;
 pub mod contract;
+pub mod fault_proxy;
 pub mod file_server;
 pub mod openapi;
 pub mod process;

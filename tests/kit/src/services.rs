@@ -66,6 +66,10 @@ impl MongoServer {
         Ok(Started { uri: format!("mongodb://{address}"), port, process, flavour: "secantus" })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Stops the server; it answers nothing until `start_again`.
     pub fn stop(&mut self) {
         self.process.stop();
@@ -104,6 +108,10 @@ impl RedisServer {
         let mut server = Self { url: format!("redis://127.0.0.1:{port}"), port, process: None };
         server.resume()?;
         Ok(server)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(OwnedProcess::pid)
     }
 
     /// Stops the server (the URL stays the same).
