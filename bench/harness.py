@@ -1037,11 +1037,17 @@ class Bench:
         """Cached get-by-id on the same embedded store with `--auth off`: what the key check costs per request."""
         with_auth = report.find(self.records, "get-by-id-embedded")
         services, base, pids, _ = self.start_embedded(data_dir, keep_store=True, auth=False)
+        sweep = self.settings.connections
+        # At the connection count the run with a key did best at: CPU per
+        # request depends on it, and the two runs must differ in auth alone.
+        if with_auth:
+            self.settings.connections = [with_auth["connections"]]
         try:
             warm_reads(base, ids)
             without = self.max_throughput("ours", "get-by-id", base, id_file, pids, extra={**store, "auth": "off"})
             without["scenario"] = "get-by-id-embedded-auth-off"
         finally:
+            self.settings.connections = sweep
             self.stop_services(services)
         on, off = (with_auth or {}).get("cpu_us_per_request"), without.get("cpu_us_per_request")
         self.record("auth-cost", "ours", cpu_us_with_auth=on, cpu_us_without_auth=off,
