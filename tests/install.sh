@@ -31,7 +31,8 @@ apt_updated=""
 apt_packages() {
   local missing=() package
   for package in "$@"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    # `dpkg -s` also succeeds for a removed package whose config files stay.
+    [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == "install ok installed" ]] || missing+=("$package")
   done
   ((${#missing[@]})) || return 0
   say "installing ${missing[*]} (apt-get)"
