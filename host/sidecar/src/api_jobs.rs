@@ -71,7 +71,10 @@ async fn append(
         check_stream(&state, &stream)?;
         let AppendJobRequest { payload, limit_key } = body.0;
         if limit_key.as_deref().is_some_and(|key| key.is_empty() || key.len() > AppendJobRequest::MAX_LIMIT_KEY) {
-            return Err(ApiFailure::new(ErrorCode::InvalidRequest, "limit_key must be 1-256 characters"));
+            return Err(ApiFailure::new(
+                ErrorCode::InvalidRequest,
+                format!("limit_key must be 1-{} characters", AppendJobRequest::MAX_LIMIT_KEY),
+            ));
         }
         let limits = &state.stream_limits;
         let bounds = AppendLimits { max_queued: limits.max_queued, per_key: limit_key.as_deref().map(|key| (key, limits.max_queued_per_key)) };
@@ -108,7 +111,7 @@ async fn claim(
         if consumer.is_empty() || !(1..=ClaimRequest::MAX_COUNT).contains(&count) {
             return Err(ApiFailure::new(
                 ErrorCode::InvalidRequest,
-                "consumer must be named and count within 1..=100",
+                format!("consumer must be named and count within 1..={}", ClaimRequest::MAX_COUNT),
             ));
         }
         let jobs = state

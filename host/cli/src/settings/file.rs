@@ -119,25 +119,24 @@ fn scalars(key: &str, value: toml::Value) -> Result<Vec<String>> {
     })
 }
 
-fn all_longs(command: &Command, into: &mut Vec<String>) {
-    into.extend(command.get_arguments().filter_map(|a| a.get_long()).map(str::to_owned));
-    for sub in command.get_subcommands() {
-        all_longs(sub, into);
-    }
+/// The long flags of `command` and of all its subcommands.
+fn all_longs(command: &Command) -> Vec<String> {
+    let mut longs: Vec<String> = command.get_arguments().filter_map(|a| a.get_long()).map(str::to_owned).collect();
+    longs.extend(command.get_subcommands().flat_map(all_longs));
+    longs
 }
 
 fn known_anywhere(command: &Command, long: &str) -> bool {
-    let mut longs = Vec::new();
-    all_longs(command, &mut longs);
-    longs.iter().any(|l| l == long)
+    all_longs(command).iter().any(|l| l == long)
 }
 
 /// Every key a file may hold: the long flags of every command.
 pub fn known_keys(command: &Command) -> Vec<String> {
-    let mut longs = Vec::new();
-    all_longs(command, &mut longs);
-    let mut keys: Vec<String> =
-        longs.into_iter().filter(|l| !matches!(l.as_str(), "help" | "version" | "config")).map(|l| l.replace('-', "_")).collect();
+    let mut keys: Vec<String> = all_longs(command)
+        .into_iter()
+        .filter(|l| !matches!(l.as_str(), "help" | "version" | "config"))
+        .map(|l| l.replace('-', "_"))
+        .collect();
     keys.sort();
     keys.dedup();
     keys
