@@ -879,6 +879,45 @@ async fn failed_authentications_are_throttled_per_client_address() {
     assert_eq!(anonymous.get("/healthz").await.status, StatusCode::OK);
 }
 
+/// Behind a proxy on this machine that appends the client's address to
+/// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`), the client
+/// controls every entry but the last. Guesses that forge a new first entry
+/// each time still count against the one address the proxy appended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_x_forwarded_for_does_not_dodge_the_throttle() {
+    let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
+    let anonymous = Api::new(&product.url);
+    let mut statuses = Vec::new();
+    for n in 0..30 {
+        let guess = format!("Bearer ordk_{n:064x}");
+        let forwarded = format!("198.51.100.{n}, 203.0.113.9");
+        statuses.push(
+            anonymous
+                .send(
+                    Method::GET,
+                    "/orders",
+                    &[("authorization", &guess), ("x-forwarded-for", &forwarded)],
+                    None,
+                )
+                .await,
+        );
+    }
+    assert_rate_limited(statuses.last().expect("answers"));
+    // Another client behind the same proxy is a different address: not throttled.
+    let other = anonymous
+        .send(
+            Method::GET,
+            "/orders",
+            &[
+                ("authorization", "Bearer ordk_not-a-key"),
+                ("x-forwarded-for", "203.0.113.10"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+}
+
 // ---- OIDC access tokens, with a key pair made here and a JWKS served on loopback ----
 
 mod oidc {

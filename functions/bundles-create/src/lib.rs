@@ -1,7 +1,7 @@
 //! `POST /bundles`: checks every URL, records the bundle's `queued` event
 //! and appends its job to the `bundles` stream; the worker does the rest.
 
-use orders_common::access::{Access, Scope};
+use orders_common::access::{Access, Scope, client_address};
 use orders_common::bundle::BundleId;
 use orders_common::clock::now_rfc3339;
 use orders_common::request::json_body;
@@ -38,22 +38,15 @@ async fn create_bundle(request: Request) -> Result<Response, ApiError> {
 }
 
 /// Whom a bundle counts against while it is queued or running: the client's
-/// address. The peer's own address, except when the peer is a proxy on this
-/// machine (nginx of `orders cluster`), which names the client in
-/// `X-Forwarded-For`. (With access control, the caller's key.)
+/// address, by the same rule access control throttles by
+/// (`access::client_address`). (With access control, the caller's key.)
 fn limit_key(request: &Request) -> String {
     let header = |name: &str| request.header(name).and_then(|v| v.as_str()).map(str::to_owned);
     client_of(header("spin-client-addr").as_deref(), header("x-forwarded-for").as_deref())
 }
 
 fn client_of(peer: Option<&str>, forwarded_for: Option<&str>) -> String {
-    let peer_ip = peer.and_then(|p| p.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip());
-    let forwarded = forwarded_for.and_then(|f| f.split(',').next_back()).and_then(|f| f.trim().parse::<std::net::IpAddr>().ok());
-    let client = match (peer_ip, forwarded) {
-        (Some(peer), Some(forwarded)) if peer.is_loopback() => Some(forwarded),
-        (peer, _) => peer,
-    };
-    format!("client:{}", client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()))
+    format!("client:{}", client_address(peer, forwarded_for).as_deref().unwrap_or("unknown"))
 }
 
 /// The `bundle_max_urls` variable, 20 when unset or unreadable.

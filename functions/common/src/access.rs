@@ -22,14 +22,17 @@ struct RefusalBody {
 /// peer (Spin's `spin-client-addr`), or, when that peer is on loopback (a
 /// balancer on this machine, as `orders cluster` runs nginx) or is Spin's
 /// `0.0.0.0:0` of a service-chained request (the router's caller, whose
-/// headers it passed on), the first address of the `X-Forwarded-For` it
-/// set. A balancer on another host is itself the address then (see
-/// docs/adr/0010).
+/// headers it passed on), the last address of the `X-Forwarded-For` it
+/// set. Only the last entry is the proxy's own word: a proxy that appends
+/// (`$proxy_add_x_forwarded_for`) keeps whatever the client sent in front of
+/// it, so a first-entry rule would let a client pick its own address and
+/// dodge every per-address limit. A balancer on another host is itself the
+/// address then (see docs/adr/0010).
 pub fn client_address(peer: Option<&str>, forwarded: Option<&str>) -> Option<String> {
     let peer: std::net::IpAddr = peer?.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok()?;
-    let first_forwarded = forwarded.and_then(|f| f.split(',').next()).map(str::trim).filter(|f| f.parse::<std::net::IpAddr>().is_ok());
-    match first_forwarded {
-        Some(forwarded) if peer.is_loopback() || peer.is_unspecified() => Some(forwarded.to_owned()),
+    let proxy_said = forwarded.and_then(|f| f.rsplit(',').next()).and_then(|f| f.trim().parse::<std::net::IpAddr>().ok());
+    match proxy_said {
+        Some(forwarded) if peer.is_loopback() || peer.is_unspecified() => Some(forwarded.to_string()),
         _ => Some(peer.to_string()),
     }
 }
@@ -54,7 +57,13 @@ mod tests {
 
     #[test]
     fn the_forwarded_address_counts_only_from_loopback() {
-        assert_eq!(client_address(Some("127.0.0.1:5000"), Some("203.0.113.7, 10.0.0.1")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(client_address(Some("127.0.0.1:5000"), Some("203.0.113.7")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            client_address(Some("127.0.0.1:5000"), Some("10.9.9.9, 203.0.113.7")).as_deref(),
+            Some("203.0.113.7"),
+            "the entry the proxy appended, not the one the client sent"
+        );
+        assert_eq!(client_address(Some("127.0.0.1:5000"), Some("203.0.113.7, garbage")).as_deref(), Some("127.0.0.1"));
         assert_eq!(client_address(Some("198.51.100.2:5000"), Some("203.0.113.7")).as_deref(), Some("198.51.100.2"));
         assert_eq!(client_address(Some("127.0.0.1:5000"), Some("not-an-ip")).as_deref(), Some("127.0.0.1"));
         assert_eq!(client_address(None, Some("203.0.113.7")), None);
