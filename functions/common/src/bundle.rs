@@ -86,6 +86,11 @@ fn apply(state: &mut Value, urls: &[String], event: &BundleEvent) {
         }
         BundleEvent::Progress { index, received, total } => {
             let Some(file) = file(state, *index) else { return };
+            // Progress is written in the background and may land after the
+            // file's end (docs/bundles.md): it cannot undo it.
+            if matches!(file["status"].as_str(), Some("done" | "failed")) {
+                return;
+            }
             file["status"] = json!("downloading");
             file["received"] = json!(received);
             file["total"] = json!(total);
@@ -170,6 +175,22 @@ mod tests {
         assert_eq!(partial["status"], "downloading");
         assert_eq!(partial["files"][0]["received"], 10);
         assert_eq!(partial["files"][1]["status"], "pending");
+    }
+
+    #[test]
+    fn late_progress_does_not_undo_an_ended_file() {
+        let events = [
+            event(1, "queued", json!({ "urls": ["http://a/x", "http://b/y"], "created_at": "t" })),
+            event(2, "started", json!({ "attempt": 1 })),
+            event(3, "downloaded", json!({ "index": 0, "name": "x", "bytes": 20 })),
+            event(4, "download_failed", json!({ "index": 1, "error": "http_status", "message": "404" })),
+            event(5, "progress", json!({ "index": 0, "received": 10, "total": 20 })),
+            event(6, "progress", json!({ "index": 1, "received": 3, "total": null })),
+        ];
+        let state = fold(&id(), &events).unwrap();
+        assert_eq!(state["files"][0]["status"], "done");
+        assert_eq!(state["files"][0]["received"], 20);
+        assert_eq!(state["files"][1]["status"], "failed");
     }
 
     #[test]

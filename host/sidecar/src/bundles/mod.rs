@@ -11,6 +11,7 @@ pub mod address;
 pub mod archive;
 pub mod fetch;
 mod janitor;
+mod progress;
 mod worker;
 
 use std::path::PathBuf;

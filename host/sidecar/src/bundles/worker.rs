@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::fetch::{FetchFailure, body_failure};
+use super::progress::Progress;
 use super::{LOG, Pipeline, STREAM, archive};
 use crate::blobs::valid_key;
 use crate::queue::Job;
@@ -198,19 +199,17 @@ impl Pipeline {
         tracing::info!(target: "bundles", job = %job.id, outcome, millis = started.elapsed().as_millis() as u64, "bundle job done");
     }
 
+    /// Where one source of a bundle's progress goes (see `progress`).
+    fn progress(&self, bundle: &str) -> Progress {
+        Progress::new(self.events.clone(), self.settings.events_ttl(), bundle)
+    }
+
     async fn emit(&self, bundle: &str, event: BundleEvent) -> Result<(), Interrupted> {
         let (name, data) = event.to_parts();
         self.events
             .append(LOG, bundle, &name, &data, self.settings.events_ttl())
             .await?;
         Ok(())
-    }
-
-    /// Progress is advisory: losing one event loses nothing the next won't say.
-    async fn emit_progress(&self, bundle: &str, event: BundleEvent) {
-        if let Err(error) = self.emit(bundle, event).await {
-            tracing::debug!(target: "bundles", bundle, error = error.0, "progress event lost");
-        }
     }
 
     async fn process(
@@ -286,17 +285,13 @@ impl Pipeline {
         entries: Vec<(String, PathBuf)>,
         out: PathBuf,
     ) -> Result<u64, Interrupted> {
-        let events = self.events.clone();
-        let ttl = self.settings.events_ttl();
-        let bundle = bundle.to_owned();
-        let runtime = tokio::runtime::Handle::current();
+        let progress = self.progress(bundle);
         let written = tokio::task::spawn_blocking(move || {
             let mut last: Option<Instant> = None;
             archive::write_zip(&entries, &out, |percent| {
                 if percent == 100 || last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
                     last = Some(Instant::now());
-                    let (name, data) = BundleEvent::Compress { percent }.to_parts();
-                    let _ = runtime.block_on(events.append(LOG, &bundle, &name, &data, ttl));
+                    progress.publish(BundleEvent::Compress { percent });
                 }
             })
         })
@@ -403,11 +398,8 @@ impl Pipeline {
         let mut received = 0u64;
         let mut last_progress = Instant::now();
         let mut rate = RateFloor::new(self.settings.min_bytes_per_sec);
-        self.emit_progress(
-            bundle,
-            BundleEvent::Progress { index, received: 0, total },
-        )
-        .await;
+        let progress = self.progress(bundle);
+        progress.publish(BundleEvent::Progress { index, received: 0, total });
         loop {
             let chunk = match rate.window_end() {
                 Some(end) => tokio::time::timeout_at(end, response.chunk()).await.ok(),
@@ -431,11 +423,7 @@ impl Pipeline {
                 rate.received(chunk.len() as u64);
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
-                    self.emit_progress(
-                        bundle,
-                        BundleEvent::Progress { index, received, total },
-                    )
-                    .await;
+                    progress.publish(BundleEvent::Progress { index, received, total });
                 }
             }
             if !rate.keeps_up(tokio::time::Instant::now()) {
