@@ -95,17 +95,20 @@ impl Drop for MongoServer {
     }
 }
 
-/// A throwaway Redis server without persistence.
+/// A throwaway Redis server, durable as the shipped deployments run it
+/// (append-only file, fsync every second): it holds the bundle queue, event
+/// logs and one-time marks, so a restart keeps what it had acknowledged.
 pub struct RedisServer {
     pub url: String,
     pub port: u16,
     process: Option<OwnedProcess>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> Result<Self> {
         let port = free_port();
-        let mut server = Self { url: format!("redis://127.0.0.1:{port}"), port, process: None };
+        let mut server = Self { url: format!("redis://127.0.0.1:{port}"), port, process: None, dir: tempfile::tempdir()? };
         server.resume()?;
         Ok(server)
     }
@@ -121,11 +124,12 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port and data.
     pub fn resume(&mut self) -> Result<()> {
         let binary = find_binary("redis-server", &[PathBuf::from("/usr/bin")]).context("redis-server is not installed")?;
         let mut command = Command::new(binary);
-        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--daemonize", "no", "--save", ""]);
+        command.args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"]).arg(self.dir.path());
         let (process, _) = OwnedProcess::start("redis-server", command, "Ready to accept connections", Duration::from_secs(15))?;
         self.process = Some(process);
         Ok(())
