@@ -5,6 +5,8 @@
 //! 503 + Retry-After (a refused connection only where the front door itself
 //! is the fault), no answer slower than the store timeout allows, and how
 //! long from the fault's end to the first success and to full throughput.
+//! A bundle is in progress in every case: started just before the fault, it
+//! must end once (ready, or failed with a reason) and its link work once.
 //!
 //! The default run covers kill -9 of the sidecar and of an instance, SIGSTOP
 //! of the sidecar, and a partition between instance and sidecar; the rest
@@ -22,7 +24,7 @@ use orders_testkit::bundle_client::{BundleClient, zip_entries};
 use orders_testkit::contract::{Api, sample_order};
 use orders_testkit::fault_proxy::{Fault, FaultProxy};
 use orders_testkit::file_server::{FileServer, content};
-use orders_testkit::process::{OwnedProcess, signal};
+use orders_testkit::process::{OwnedProcess, signal, signal_group};
 use orders_testkit::product::{Backends, Cluster, start_orders};
 use orders_testkit::services::{MongoServer, RedisServer};
 use reqwest::StatusCode;
@@ -295,6 +297,8 @@ struct Row {
     slowest: Duration,
     first_success: Option<Duration>,
     full_throughput: Option<Duration>,
+    /// How the bundle in progress across the fault ended.
+    bundle: String,
 }
 
 fn seconds(value: Option<Duration>) -> String {
@@ -304,7 +308,7 @@ fn seconds(value: Option<Duration>) -> String {
 impl Row {
     fn print(&self) {
         let line = format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} s | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} s | {} | {} | {} |",
             self.fault,
             self.acknowledged,
             self.lost,
@@ -313,10 +317,11 @@ impl Row {
             self.refused,
             self.slowest.as_secs_f64(),
             seconds(self.first_success),
-            seconds(self.full_throughput)
+            seconds(self.full_throughput),
+            self.bundle
         );
         println!(
-            "fault matrix row\n| fault | acknowledged | lost | duplicated | 503s | refused | slowest answer | to first success | to full throughput |\n{line}"
+            "fault matrix row\n| fault | acknowledged | lost | duplicated | 503s | refused | slowest answer | to first success | to full throughput | bundle |\n|---|---|---|---|---|---|---|---|---|---|\n{line}"
         );
         if let Some(path) = std::env::var_os("ORDERS_FAULT_REPORT")
             && let Ok(mut file) = std::fs::OpenOptions::new()
@@ -367,12 +372,128 @@ async fn read_until_served(api: &Api, path: &str) -> Value {
     panic!("{path} was not served after the fault");
 }
 
+/// The bundle side of every case: a file server whose slow files the
+/// deployment may fetch, and one bundle of them in progress across the fault.
+struct BundleWork {
+    files: FileServer,
+}
+
+/// A bundle's parts and their size: each part takes 4 s to download, so the
+/// fault starts while every part is still on the wire.
+const BUNDLE_PARTS: usize = 3;
+const PART_BYTES: usize = 200_000;
+
+impl BundleWork {
+    async fn start() -> Self {
+        Self {
+            files: FileServer::start().await,
+        }
+    }
+
+    /// The sidecar settings the bundle needs: the file server allowed, and a
+    /// claim left by a killed or cut-off worker taken again after 3 s.
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "ORDERS_FETCH_ALLOW",
+                format!("127.0.0.1:{}", self.files.address.port()),
+            ),
+            ("ORDERS_FETCH_TIMEOUT_MS", "10000".to_owned()),
+            ("ORDERS_BUNDLE_CLAIM_TIMEOUT_MS", "3000".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+
+    async fn submit(&self, api: &Api) -> BundleInFlight {
+        let client = BundleClient::new(&api.base, api.key.as_deref());
+        let urls: Vec<String> = (0..BUNDLE_PARTS)
+            .map(|n| {
+                self.files.url(&format!(
+                    "/slow/part-{n}.bin?bytes={PART_BYTES}&ms=4000"
+                ))
+            })
+            .collect();
+        let id = client.create(&urls).await.expect("a bundle before the fault");
+        BundleInFlight { client, id }
+    }
+}
+
+struct BundleInFlight {
+    client: BundleClient,
+    id: String,
+}
+
+impl BundleInFlight {
+    /// Waits for the bundle's end and checks it ended once: ready with every
+    /// part once and a link that works exactly once, or failed with a reason.
+    /// Returns its line for the table.
+    async fn ends_once(&self, case: &str) -> String {
+        let client = &self.client;
+        let mut state = Value::Null;
+        for _ in 0..120 {
+            if let Ok(now) = client.state(&self.id).await {
+                state = now;
+                if matches!(state["status"].as_str(), Some("ready" | "failed")) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let outcome = match state["status"].as_str() {
+            Some("failed") => {
+                let reason = state["error"].as_str().unwrap_or_default();
+                assert!(!reason.is_empty(), "{case}: bundle failed without a reason: {state}");
+                format!("failed: {reason}")
+            }
+            Some("ready") => {
+                let link = state["link"].as_str().expect("link").to_owned();
+                let download = client.get(&link).await.expect("download");
+                assert_eq!(download.status(), 200, "{case}: the bundle's link after the fault");
+                let entries = zip_entries(&download.bytes().await.expect("zip")).expect("a zip");
+                assert_eq!(entries.len(), BUNDLE_PARTS, "{case}: every part once in the zip");
+                for (name, bytes) in &entries {
+                    assert_eq!(bytes, &content(name, PART_BYTES), "{case}: {name}");
+                }
+                let again = client.get(&link).await.expect("second download").status();
+                assert!(
+                    matches!(again.as_u16(), 403 | 410),
+                    "{case}: the bundle's link worked twice ({again})"
+                );
+                "ready, link once".to_owned()
+            }
+            _ => panic!("{case}: the bundle did not end within 60 s: {state}"),
+        };
+        // Ended once: the log holds one ready or failed, and nothing ends it again.
+        let events = client
+            .follow(&self.id, None, Duration::from_secs(10), |_| false)
+            .await
+            .expect("the bundle's events");
+        let last = events.last().and_then(|e| e.id.clone());
+        if let Ok(later) = client
+            .follow(&self.id, last.as_deref(), Duration::from_secs(3), |_| false)
+            .await
+        {
+            assert!(
+                !later
+                    .iter()
+                    .any(|e| matches!(e.event.as_str(), "ready" | "failed")),
+                "{case}: the bundle ended twice: {:?}",
+                later.iter().map(|e| &e.event).collect::<Vec<_>>()
+            );
+        }
+        outcome
+    }
+}
+
 /// Runs the load, provokes the fault (`provoke` returns when the fault has
 /// ended), measures the recovery, checks every acknowledged write, and
 /// returns the row of the table.
 async fn measure(
     case: &str,
     api: &Api,
+    bundles: &BundleWork,
     front_door: FrontDoor,
     patience: Patience,
     provoke: impl AsyncFnOnce(),
@@ -383,6 +504,8 @@ async fn measure(
     let baseline = load.successes_between(load_began + Duration::from_secs(1), Instant::now())
         as f64
         / (WARM_UP.as_secs_f64() - 1.0);
+    let bundle = bundles.submit(api).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let fault_began = Instant::now();
     provoke().await;
     let fault_end = Instant::now();
@@ -426,6 +549,7 @@ async fn measure(
         .iter()
         .filter(|(tag, count)| **count > 1 && !tag.contains("-seed-"))
         .collect();
+    let bundle = bundle.ends_once(case).await;
     let row = Row {
         fault: case.to_owned(),
         acknowledged: record.acknowledged.len(),
@@ -444,6 +568,7 @@ async fn measure(
         slowest,
         first_success,
         full_throughput,
+        bundle,
     };
     row.print();
     assert!(
@@ -479,12 +604,15 @@ async fn measure(
     row
 }
 
-fn quick_store() -> Backends {
+/// A store whose operations give up after `STORE_TIMEOUT`, and the bundle's settings.
+fn quick_store(bundles: &BundleWork) -> Backends {
+    let mut extra_env = vec![(
+        "ORDERS_STORE_TIMEOUT_MS".into(),
+        STORE_TIMEOUT.as_millis().to_string(),
+    )];
+    extra_env.extend(bundles.env());
     Backends {
-        extra_env: vec![(
-            "ORDERS_STORE_TIMEOUT_MS".into(),
-            STORE_TIMEOUT.as_millis().to_string(),
-        )],
+        extra_env,
         ..Backends::default()
     }
 }
@@ -511,17 +639,31 @@ async fn wait_for_restart(cluster: &Cluster, role: &str, old_pid: u32) -> u32 {
     panic!("the {role} (pid {old_pid}) was not restarted within 10 s");
 }
 
+/// Sends `sig` to what a fault of `role` hits. For nginx that is its master
+/// and its workers, one process group as `orders cluster` starts it: a worker
+/// outlives a killed master and goes on serving, and a frozen master alone
+/// freezes nothing a client sees.
+fn hit(role: &str, pid: u32, sig: i32) {
+    if role == "nginx" {
+        signal_group(pid, sig);
+    } else {
+        signal(pid, sig);
+    }
+}
+
 async fn kill_9_in_a_cluster(role: &str, front_door: FrontDoor) {
-    let cluster = Cluster::start(ORDERS, 2, &quick_store()).expect("orders cluster");
+    let bundles = BundleWork::start().await;
+    let cluster = Cluster::start(ORDERS, 2, &quick_store(&bundles)).expect("orders cluster");
     let victim = pid_of(&cluster, role);
     let case = format!("kill-9-{role}");
     measure(
         &case,
         &cluster.api(),
+        &bundles,
         front_door,
         Patience::StoreTimeout,
         async || {
-            signal(victim, libc::SIGKILL);
+            hit(role, victim, libc::SIGKILL);
             // The fault ends when the process is gone; recovery is the supervisor's.
         },
     )
@@ -540,18 +682,32 @@ async fn kill_9_in_a_cluster(role: &str, front_door: FrontDoor) {
     );
 }
 
-/// SIGSTOP of `pid` for the fault's span, then SIGCONT.
-async fn freeze(case: &str, api: &Api, pid: u32, front_door: FrontDoor, patience: Patience) {
-    measure(case, api, front_door, patience, async || {
-        signal(pid, libc::SIGSTOP);
+/// What is frozen: `role`'s process `pid`.
+struct Frozen<'a> {
+    role: &'a str,
+    pid: u32,
+}
+
+/// SIGSTOP of the frozen process for the fault's span, then SIGCONT.
+async fn freeze(
+    case: &str,
+    api: &Api,
+    bundles: &BundleWork,
+    frozen: Frozen<'_>,
+    front_door: FrontDoor,
+    patience: Patience,
+) {
+    measure(case, api, bundles, front_door, patience, async || {
+        hit(frozen.role, frozen.pid, libc::SIGSTOP);
         tokio::time::sleep(FAULT_SPAN).await;
-        signal(pid, libc::SIGCONT);
+        hit(frozen.role, frozen.pid, libc::SIGCONT);
     })
     .await;
 }
 
 async fn sigstop_in_a_cluster(role: &str, patience: Patience) {
-    let cluster = Cluster::start(ORDERS, 2, &quick_store()).expect("orders cluster");
+    let bundles = BundleWork::start().await;
+    let cluster = Cluster::start(ORDERS, 2, &quick_store(&bundles)).expect("orders cluster");
     let victim = pid_of(&cluster, role);
     let front_door = if role == "nginx" {
         FrontDoor::IsTheFault
@@ -561,7 +717,8 @@ async fn sigstop_in_a_cluster(role: &str, patience: Patience) {
     freeze(
         &format!("sigstop-10s-{role}"),
         &cluster.api(),
-        victim,
+        &bundles,
+        Frozen { role, pid: victim },
         front_door,
         patience,
     )
@@ -594,12 +751,16 @@ async fn kill_9_of_nginx_is_restarted() {
     kill_9_in_a_cluster("nginx", FrontDoor::IsTheFault).await;
 }
 
+/// nginx gives up on a frozen instance after the instances' own deadline
+/// (store timeout + margins) and answers 503 + Retry-After, instead of
+/// holding the request for the whole freeze.
 #[tokio::test(flavor = "multi_thread")]
-async fn sigstop_of_an_instance() {
+async fn sigstop_of_an_instance_answers_503_within_the_store_timeout() {
     full_matrix_only!();
-    sigstop_in_a_cluster("instance", Patience::FreezeSpan).await;
+    sigstop_in_a_cluster("instance", Patience::StoreTimeout).await;
 }
 
+/// The front door itself frozen: what it accepted waits for the thaw.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigstop_of_nginx() {
     full_matrix_only!();
@@ -617,7 +778,7 @@ struct SidecarBehindAProxy {
 }
 
 impl SidecarBehindAProxy {
-    async fn start() -> Self {
+    async fn start(bundles: &BundleWork) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().display().to_string();
         let created = std::process::Command::new(ORDERS)
@@ -649,6 +810,12 @@ impl SidecarBehindAProxy {
                 STORE_TIMEOUT.as_millis().to_string(),
             ),
         ];
+        let bundle_env = bundles.env();
+        let sidecar_env: Vec<(&str, String)> = env
+            .iter()
+            .cloned()
+            .chain(bundle_env.iter().map(|(name, value)| (name.as_str(), value.clone())))
+            .collect();
         let (sidecar, sidecar_url) = start_orders(
             ORDERS,
             &[
@@ -658,7 +825,7 @@ impl SidecarBehindAProxy {
                 "--data-dir",
                 &data_dir,
             ],
-            &env,
+            &sidecar_env,
             &dir.path().join("sidecar.log"),
         )
         .expect("orders sidecar");
@@ -698,10 +865,12 @@ impl SidecarBehindAProxy {
 }
 
 async fn between_instance_and_sidecar(case: &str, fault: Fault) {
-    let deployment = SidecarBehindAProxy::start().await;
+    let bundles = BundleWork::start().await;
+    let deployment = SidecarBehindAProxy::start(&bundles).await;
     measure(
         case,
         &deployment.api,
+        &bundles,
         FrontDoor::Stays,
         Patience::StoreTimeout,
         async || {
@@ -748,7 +917,7 @@ struct ClusterOnProxiedStores {
 }
 
 impl ClusterOnProxiedStores {
-    async fn start(database: &str) -> Self {
+    async fn start(database: &str, bundles: &BundleWork) -> Self {
         let mongo = MongoServer::start().expect("MongoDB-wire server");
         let redis = RedisServer::start().expect("redis");
         let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -765,7 +934,7 @@ impl ClusterOnProxiedStores {
             )),
             mongo_database: Some(database.to_owned()),
             redis_url: Some(format!("redis://{}", redis_proxy.address)),
-            extra_env: quick_store().extra_env,
+            extra_env: quick_store(bundles).extra_env,
         };
         let cluster =
             Cluster::start(ORDERS, 2, &backends).expect("orders cluster on MongoDB and Redis");
@@ -780,7 +949,8 @@ impl ClusterOnProxiedStores {
 }
 
 async fn between_sidecar_and_store(case: &str, store: &str, fault: Fault) {
-    let deployment = ClusterOnProxiedStores::start(&case.replace('-', "_")).await;
+    let bundles = BundleWork::start().await;
+    let deployment = ClusterOnProxiedStores::start(&case.replace('-', "_"), &bundles).await;
     let proxy = if store == "redis" {
         &deployment.redis_proxy
     } else {
@@ -789,6 +959,7 @@ async fn between_sidecar_and_store(case: &str, store: &str, fault: Fault) {
     measure(
         case,
         &deployment.cluster.api(),
+        &bundles,
         FrontDoor::Stays,
         Patience::StoreTimeout,
         async || {
@@ -859,12 +1030,14 @@ async fn resets_between_sidecar_and_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_mongodb_restarted_by_its_own_supervisor() {
     full_matrix_only!();
-    let mut deployment = ClusterOnProxiedStores::start("kill_mongo").await;
+    let bundles = BundleWork::start().await;
+    let mut deployment = ClusterOnProxiedStores::start("kill_mongo", &bundles).await;
     let api = deployment.cluster.api();
     let mongo = &mut deployment.mongo;
     measure(
         "kill-9-mongodb",
         &api,
+        &bundles,
         FrontDoor::Stays,
         Patience::StoreTimeout,
         async || {
@@ -882,12 +1055,14 @@ async fn kill_9_of_mongodb_restarted_by_its_own_supervisor() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_redis_restarted_by_its_own_supervisor() {
     full_matrix_only!();
-    let mut deployment = ClusterOnProxiedStores::start("kill_redis").await;
+    let bundles = BundleWork::start().await;
+    let mut deployment = ClusterOnProxiedStores::start("kill_redis", &bundles).await;
     let api = deployment.cluster.api();
     let redis = &mut deployment.redis;
     measure(
         "kill-9-redis",
         &api,
+        &bundles,
         FrontDoor::Stays,
         Patience::StoreTimeout,
         async || {
@@ -903,11 +1078,16 @@ async fn kill_9_of_redis_restarted_by_its_own_supervisor() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigstop_of_mongodb() {
     full_matrix_only!();
-    let deployment = ClusterOnProxiedStores::start("stop_mongo").await;
+    let bundles = BundleWork::start().await;
+    let deployment = ClusterOnProxiedStores::start("stop_mongo", &bundles).await;
     freeze(
         "sigstop-10s-mongodb",
         &deployment.cluster.api(),
-        deployment.mongo.pid(),
+        &bundles,
+        Frozen {
+            role: "mongodb",
+            pid: deployment.mongo.pid(),
+        },
         FrontDoor::Stays,
         Patience::StoreTimeout,
     )
@@ -917,12 +1097,16 @@ async fn sigstop_of_mongodb() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigstop_of_redis() {
     full_matrix_only!();
-    let deployment = ClusterOnProxiedStores::start("stop_redis").await;
-    let pid = deployment.redis.pid().expect("redis runs");
+    let bundles = BundleWork::start().await;
+    let deployment = ClusterOnProxiedStores::start("stop_redis", &bundles).await;
     freeze(
         "sigstop-10s-redis",
         &deployment.cluster.api(),
-        pid,
+        &bundles,
+        Frozen {
+            role: "redis",
+            pid: deployment.redis.pid().expect("redis runs"),
+        },
         FrontDoor::Stays,
         Patience::StoreTimeout,
     )
@@ -932,8 +1116,9 @@ async fn sigstop_of_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sidecars_fail_over_when_one_is_killed() {
     full_matrix_only!();
+    let bundles = BundleWork::start().await;
     let redis = RedisServer::start().expect("redis");
-    let mut backends = quick_store();
+    let mut backends = quick_store(&bundles);
     backends.redis_url = Some(redis.url.clone());
     backends
         .extra_env
@@ -950,6 +1135,7 @@ async fn two_sidecars_fail_over_when_one_is_killed() {
     measure(
         "kill-9-one-of-two-sidecars",
         &cluster.api(),
+        &bundles,
         FrontDoor::Stays,
         Patience::StoreTimeout,
         async || {
@@ -957,125 +1143,4 @@ async fn two_sidecars_fail_over_when_one_is_killed() {
         },
     )
     .await;
-}
-
-/// How a bundle's process is faulted.
-#[derive(Clone, Copy)]
-enum ProcessFault {
-    Kill,
-    Freeze,
-}
-
-/// A bundle in progress when `role` is killed or frozen ends once (ready,
-/// or failed with a reason), and a ready bundle's link works exactly once.
-async fn bundle_survives(role: &str, fault: ProcessFault) {
-    let files = FileServer::start().await;
-    let mut backends = quick_store();
-    backends.extra_env.extend([
-        (
-            "ORDERS_FETCH_ALLOW".to_owned(),
-            format!("127.0.0.1:{}", files.address.port()),
-        ),
-        ("ORDERS_FETCH_TIMEOUT_MS".to_owned(), "10000".to_owned()),
-        // A claim left by a killed worker is taken again after this.
-        (
-            "ORDERS_BUNDLE_CLAIM_TIMEOUT_MS".to_owned(),
-            "3000".to_owned(),
-        ),
-    ]);
-    let cluster = Cluster::start(ORDERS, 2, &backends).expect("orders cluster");
-    let client = BundleClient::new(&cluster.url, cluster.admin_key.as_deref());
-    let parts = 3;
-    let urls: Vec<String> = (0..parts)
-        .map(|n| files.url(&format!("/slow/part-{n}.bin?bytes=200000&ms=4000")))
-        .collect();
-    let id = client.create(&urls).await.expect("a bundle");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let victim = pid_of(&cluster, role);
-    match fault {
-        ProcessFault::Kill => signal(victim, libc::SIGKILL),
-        ProcessFault::Freeze => {
-            signal(victim, libc::SIGSTOP);
-            tokio::time::sleep(FAULT_SPAN).await;
-            signal(victim, libc::SIGCONT);
-        }
-    }
-    let mut state = Value::Null;
-    for _ in 0..120 {
-        if let Ok(now) = client.state(&id).await {
-            state = now;
-            if matches!(state["status"].as_str(), Some("ready" | "failed")) {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let case = format!(
-        "bundle-{}-{role}",
-        match fault {
-            ProcessFault::Kill => "kill-9",
-            ProcessFault::Freeze => "sigstop-10s",
-        }
-    );
-    println!(
-        "fault matrix bundle: {case}: {} ({})",
-        state["status"], state["error"]
-    );
-    match state["status"].as_str() {
-        Some("failed") => assert!(
-            state["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{case}: failed without a reason: {state}"
-        ),
-        Some("ready") => {
-            let link = state["link"].as_str().expect("link").to_owned();
-            let download = client.get(&link).await.expect("download");
-            assert_eq!(download.status(), 200, "{case}: the link after the fault");
-            let entries = zip_entries(&download.bytes().await.expect("zip")).expect("a zip");
-            assert_eq!(entries.len(), parts, "{case}: every part once in the zip");
-            for (name, bytes) in &entries {
-                assert_eq!(bytes, &content(name, 200_000), "{case}: {name}");
-            }
-            let again = client.get(&link).await.expect("second download").status();
-            assert!(
-                matches!(again.as_u16(), 403 | 410),
-                "{case}: the link worked twice ({again})"
-            );
-        }
-        _ => panic!("{case}: the bundle did not end within 60 s: {state}"),
-    }
-    // Ended once: no second ready or failed after the first.
-    let events = client
-        .follow(&id, None, Duration::from_secs(10), |_| false)
-        .await
-        .expect("events");
-    let last = events.last().and_then(|e| e.id.clone());
-    if let Ok(later) = client
-        .follow(&id, last.as_deref(), Duration::from_secs(3), |_| false)
-        .await
-    {
-        assert!(
-            !later
-                .iter()
-                .any(|e| matches!(e.event.as_str(), "ready" | "failed")),
-            "{case}: ended twice: {:?}",
-            later.iter().map(|e| &e.event).collect::<Vec<_>>()
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bundle_survives_kill_9_of_the_sidecar() {
-    bundle_survives("sidecar", ProcessFault::Kill).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bundle_survives_sigstop_of_the_sidecar() {
-    full_matrix_only!();
-    bundle_survives("sidecar", ProcessFault::Freeze).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bundle_survives_kill_9_of_an_instance() {
-    full_matrix_only!();
-    bundle_survives("instance", ProcessFault::Kill).await;
 }

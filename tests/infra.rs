@@ -204,7 +204,8 @@ fn nginx_cluster_template_passes_nginx_t() {
         .replace("{{upstreams}}", "        server 127.0.0.1:9 max_fails=3 fail_timeout=5s;")
         .replace("{{download_secret}}", "a-secret-of-the-test-0123")
         .replace("{{blobs}}", &dir.path().join("blobs").display().to_string())
-        .replace("{{user}}", "");
+        .replace("{{user}}", "")
+        .replace("{{read_timeout}}", "6000ms");
     assert!(!rendered.contains("{{"), "a placeholder is left:\n{rendered}");
     let config = dir.path().join("cluster.conf");
     std::fs::write(&config, rendered).unwrap();

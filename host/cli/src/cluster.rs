@@ -52,6 +52,10 @@ pub struct ClusterArgs {
 /// restarts keep (nginx listens on --listen).
 const FIRST_LISTEN: &str = "127.0.0.1:0";
 
+/// What an instance may add to its sidecar deadline before nginx gives up on
+/// it: instantiation and the component's own work, on a loaded machine.
+const INSTANCE_OWN_WORK: Duration = Duration::from_secs(1);
+
 /// Every process of the cluster, supervised, with its row in the table.
 type Processes = Vec<Supervised>;
 
@@ -204,7 +208,8 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Sec
         .replace("{{upstreams}}", upstreams.trim_end())
         .replace("{{download_secret}}", download_secret.expose())
         .replace("{{blobs}}", &data_dir.join("store/blobs").display().to_string())
-        .replace("{{user}}", &worker_user());
+        .replace("{{user}}", &worker_user())
+        .replace("{{read_timeout}}", &format!("{}ms", (sidecar_timeout + INSTANCE_OWN_WORK).as_millis()));
     let config_path = nginx_dir.join("nginx.conf");
     // It holds the download secret.
     crate::private_files::write_private(&config_path, config.as_bytes())?;

@@ -84,6 +84,13 @@ pub fn signal(pid: u32, signal: i32) {
     unsafe { libc::kill(pid as i32, signal) };
 }
 
+/// Signals every process of the group `pgid` (a process started in a group
+/// of its own has its pid as the group's id).
+pub fn signal_group(pgid: u32, signal: i32) {
+    // SAFETY: sending a signal to a process group this test's processes started.
+    unsafe { libc::killpg(pgid as i32, signal) };
+}
+
 /// The first `http://host:port` in a line.
 pub fn url_in(line: &str) -> Option<String> {
     let start = line.find("http://")?;
