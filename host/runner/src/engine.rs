@@ -30,6 +30,7 @@ pub fn new_engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
         .total_memories(max_instances * 2)
         .total_tables(max_instances * 4)
         .max_memory_size(max_memory);
+    keep_slots_warm(&mut pool, pagemap_scan_available());
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // Compiled code checks the epoch at loop heads and function entries, so
@@ -38,6 +39,46 @@ pub fn new_engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
     let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
     start_epoch_ticker(&engine)?;
     Ok(engine)
+}
+
+/// Linear memory kept resident per slot between requests: more than a
+/// request of these components touches (their heap and stack stay well
+/// under it).
+const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
+/// Decommits flushed together: one TLB shoot-down for many slots.
+const DECOMMIT_BATCH: usize = 64;
+/// Slots kept warm while unused; each may hold up to its resident memory.
+const MAX_UNUSED_WARM_SLOTS: u32 = 16;
+
+/// Keeps a slot's pages between requests instead of giving them back to the
+/// kernel and faulting them in again (docs/request-path.md, "Memory kept
+/// resident": cached get-by-id 760 -> 420 CPU-µs per request on this
+/// machine, peak RSS unchanged). Keeping pages resident pays only where
+/// the kernel's `PAGEMAP_SCAN` lets wasmtime reset just the pages a request
+/// dirtied: without it every kept byte is cleared with `memset` on reuse
+/// (measured: RSS doubled, CPU barely moved), so there only the decommits
+/// are batched.
+fn keep_slots_warm(pool: &mut PoolingAllocationConfig, pagemap_scan: bool) {
+    pool.decommit_batch_size(DECOMMIT_BATCH).max_unused_warm_slots(MAX_UNUSED_WARM_SLOTS);
+    if pagemap_scan {
+        pool.pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
+    }
+}
+
+/// Linux has the `PAGEMAP_SCAN` ioctl from 6.7 on.
+fn pagemap_scan_available() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|release| kernel_at_least(&release, (6, 7)))
+}
+
+fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= wanted,
+        _ => false,
+    }
 }
 
 /// Advances the engine's epoch every `EPOCH_TICK` on a thread of its own
@@ -90,4 +131,19 @@ fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
     let content = hex::encode(&Sha256::digest(bytes)[..16]);
     cache_dir.join(format!("{content}-{:016x}.cwasm", engine_hash.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert!(kernel_at_least("6.18.44-fc-v1272\n", (6, 7)));
+        assert!(kernel_at_least("6.7.0", (6, 7)));
+        assert!(!kernel_at_least("6.1.0-28-amd64", (6, 7)));
+        assert!(!kernel_at_least("5.15.0", (6, 7)));
+        assert!(kernel_at_least("7.0-rc1", (6, 7)));
+        assert!(!kernel_at_least("garbage", (6, 7)));
+    }
 }
