@@ -109,6 +109,10 @@ fn apply(state: &mut Value, urls: &[String], event: &BundleEvent) {
             file["message"] = json!(message);
         }
         BundleEvent::Compress { percent } => {
+            // Written in the background too: one landing after the end is stale.
+            if matches!(state["status"].as_str(), Some("ready" | "failed")) {
+                return;
+            }
             state["status"] = json!("compressing");
             state["compress_percent"] = json!(percent);
         }
@@ -178,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn late_progress_does_not_undo_an_ended_file() {
+    fn late_progress_does_not_undo_an_end() {
         let events = [
             event(1, "queued", json!({ "urls": ["http://a/x", "http://b/y"], "created_at": "t" })),
             event(2, "started", json!({ "attempt": 1 })),
@@ -186,11 +190,15 @@ mod tests {
             event(4, "download_failed", json!({ "index": 1, "error": "http_status", "message": "404" })),
             event(5, "progress", json!({ "index": 0, "received": 10, "total": 20 })),
             event(6, "progress", json!({ "index": 1, "received": 3, "total": null })),
+            event(7, "ready", json!({ "link": "/downloads/b.zip?md5=m&expires=1", "expires_at": "e", "files": 1, "bytes": 20 })),
+            event(8, "compress", json!({ "percent": 90 })),
         ];
         let state = fold(&id(), &events).unwrap();
         assert_eq!(state["files"][0]["status"], "done");
         assert_eq!(state["files"][0]["received"], 20);
         assert_eq!(state["files"][1]["status"], "failed");
+        assert_eq!(state["status"], "ready", "a late compress event does not reopen the bundle");
+        assert_eq!(state["compress_percent"], 100);
     }
 
     #[test]
