@@ -855,19 +855,27 @@ async fn a_rate_limit_is_shared_by_two_instances_through_redis() {
     );
 }
 
+/// 30 `GET /orders` with a different made-up key each, the n-th with the
+/// `X-Forwarded-For` that `forwarded(n)` gives, if any.
+async fn guess_keys(api: &Api, forwarded: impl Fn(usize) -> Option<String>) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for n in 0..30 {
+        let guess = format!("Bearer ordk_{n:064x}");
+        let forwarded = forwarded(n);
+        let mut headers = vec![("authorization", guess.as_str())];
+        if let Some(forwarded) = &forwarded {
+            headers.push(("x-forwarded-for", forwarded.as_str()));
+        }
+        answers.push(api.send(Method::GET, "/orders", &headers, None).await);
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_authentications_are_throttled_per_client_address() {
     let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
     let anonymous = Api::new(&product.url);
-    let mut statuses = Vec::new();
-    for n in 0..30 {
-        let guess = format!("Bearer ordk_{n:064x}");
-        statuses.push(
-            anonymous
-                .send(Method::GET, "/orders", &[("authorization", &guess)], None)
-                .await,
-        );
-    }
+    let statuses = guess_keys(&anonymous, |_| None).await;
     let unauthorized = statuses
         .iter()
         .filter(|a| a.status == StatusCode::UNAUTHORIZED)
@@ -887,21 +895,8 @@ async fn failed_authentications_are_throttled_per_client_address() {
 async fn a_forged_x_forwarded_for_does_not_dodge_the_throttle() {
     let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
     let anonymous = Api::new(&product.url);
-    let mut statuses = Vec::new();
-    for n in 0..30 {
-        let guess = format!("Bearer ordk_{n:064x}");
-        let forwarded = format!("198.51.100.{n}, 203.0.113.9");
-        statuses.push(
-            anonymous
-                .send(
-                    Method::GET,
-                    "/orders",
-                    &[("authorization", &guess), ("x-forwarded-for", &forwarded)],
-                    None,
-                )
-                .await,
-        );
-    }
+    let statuses =
+        guess_keys(&anonymous, |n| Some(format!("198.51.100.{n}, 203.0.113.9"))).await;
     assert_rate_limited(statuses.last().expect("answers"));
     // Another client behind the same proxy is a different address: not throttled.
     let other = anonymous
