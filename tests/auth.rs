@@ -895,8 +895,7 @@ async fn failed_authentications_are_throttled_per_client_address() {
 async fn a_forged_x_forwarded_for_does_not_dodge_the_throttle() {
     let product = Product::up(ORDERS, &Backends::default()).expect("orders up");
     let anonymous = Api::new(&product.url);
-    let statuses =
-        guess_keys(&anonymous, |n| Some(format!("198.51.100.{n}, 203.0.113.9"))).await;
+    let statuses = guess_keys(&anonymous, |n| Some(format!("198.51.100.{n}, 203.0.113.9"))).await;
     assert_rate_limited(statuses.last().expect("answers"));
     // Another client behind the same proxy is a different address: not throttled.
     let other = anonymous
