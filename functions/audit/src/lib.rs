@@ -2,7 +2,7 @@
 //! key change), oldest first, for a caller with the `admin` scope.
 
 use orders_common::access::{Access, Scope};
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::vocabulary::page::{DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE as MAX_LIMIT};
 use orders_common::{ApiError, SidecarClient};
 use serde_json::Value;
@@ -11,7 +11,7 @@ use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(read_audit(request).await)
+    finish(request_id(&request), read_audit(request).await)
 }
 
 /// The query, checked: `since_ms` (Unix milliseconds, default 0) and `limit` (1–1000, default 100).

@@ -5,7 +5,7 @@ use orders_common::access::{Access, Scope, client_address};
 use orders_common::bundle::BundleId;
 use orders_common::clock::now_rfc3339;
 use orders_common::request::json_body;
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::vocabulary::bundle::{BundleEvent, BundleJob};
 use orders_common::{ApiError, FieldError, SidecarClient};
 use serde_json::{Map, Value, json};
@@ -16,7 +16,7 @@ const MAX_URL_LENGTH: usize = 2048;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(create_bundle(request).await)
+    finish(request_id(&request), create_bundle(request).await)
 }
 
 async fn create_bundle(request: Request) -> Result<Response, ApiError> {

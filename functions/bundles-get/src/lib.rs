@@ -2,14 +2,14 @@
 
 use orders_common::access::{Access, Scope};
 use orders_common::bundle::{BundleId, fold};
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::{ApiError, SidecarClient};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(get_bundle(request).await)
+    finish(request_id(&request), get_bundle(request).await)
 }
 
 async fn get_bundle(request: Request) -> Result<Response, ApiError> {

@@ -3,7 +3,7 @@
 use orders_common::access::{Access, Scope};
 use orders_common::preconditions::IfMatch;
 use orders_common::request::order_id;
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::{ApiError, SidecarClient};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
@@ -11,7 +11,7 @@ use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(delete_order(request).await)
+    finish(request_id(&request), delete_order(request).await)
 }
 
 async fn delete_order(request: Request) -> Result<Response, ApiError> {

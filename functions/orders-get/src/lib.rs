@@ -2,7 +2,7 @@
 
 use orders_common::access::{Access, Scope};
 use orders_common::request::order_id;
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::{ApiError, SidecarClient};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
@@ -10,7 +10,7 @@ use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(get_order(request).await)
+    finish(request_id(&request), get_order(request).await)
 }
 
 async fn get_order(request: Request) -> Result<Response, ApiError> {

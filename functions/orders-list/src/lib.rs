@@ -2,7 +2,7 @@
 
 use orders_common::access::{Access, Scope};
 use orders_common::request::PageQuery;
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::{ApiError, SidecarClient};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
@@ -10,7 +10,7 @@ use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(list_orders(request).await)
+    finish(request_id(&request), list_orders(request).await)
 }
 
 async fn list_orders(request: Request) -> Result<Response, ApiError> {

@@ -2,39 +2,33 @@
 //! `/orders/{id}` one component per method. This component owns both routes
 //! and hands each request, unchanged, to the private component of its method
 //! through Spin's local service chaining (`http://<component>.spin.internal`).
-//! It answers with the caller's `X-Request-Id`: no Spin runtime adds that
-//! header to a component's answer, so the component that owns `/orders`
-//! echoes it.
+//! It answers with the caller's `X-Request-Id` (`respond::finish`), as the
+//! functions do. The project's runner routes by method itself and skips
+//! this component (the `tool.orders-runner` tables in `spin.toml`); it
+//! still answers what those tables leave out, such as 405 with `Allow`.
 
 use orders_common::ApiError;
+use orders_common::respond::{finish, request_id};
 use spin_sdk::http::{Method, Request, Response, send};
 use spin_sdk::http_component;
 
-/// The header naming a request in every log line it causes.
-const REQUEST_ID: &str = "x-request-id";
-
 #[http_component]
 async fn handle(request: Request) -> Response {
-    let request_id = request.header(REQUEST_ID).and_then(|value| value.as_str()).map(str::to_owned);
-    let mut response = route(request).await;
-    if let Some(id) = request_id {
-        response.set_header(REQUEST_ID, id);
-    }
-    response
+    finish(request_id(&request), route(request).await)
 }
 
-async fn route(request: Request) -> Response {
+async fn route(request: Request) -> Result<Response, ApiError> {
     let is_item = request.path().trim_end_matches('/').trim_start_matches('/').contains('/');
     let target = match (is_item, request.method()) {
         (false, Method::Get) => "orders-list",
         (false, Method::Post) => "orders-create",
-        (false, _) => return ApiError::method_not_allowed(&["GET", "POST"]).into_response(),
+        (false, _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
         (true, Method::Get) => "orders-get",
         (true, Method::Put) => "orders-update",
         (true, Method::Delete) => "orders-delete",
-        (true, _) => return ApiError::method_not_allowed(&["GET", "PUT", "DELETE"]).into_response(),
+        (true, _) => return Err(ApiError::method_not_allowed(&["GET", "PUT", "DELETE"])),
     };
-    forward(request, target).await.unwrap_or_else(ApiError::into_response)
+    forward(request, target).await
 }
 
 async fn forward(request: Request, component: &str) -> Result<Response, ApiError> {

@@ -4,7 +4,7 @@ use orders_common::access::{Access, Scope};
 use orders_common::clock::now_rfc3339;
 use orders_common::preconditions::IfMatch;
 use orders_common::request::{json_body, order_id};
-use orders_common::respond::{finish, json};
+use orders_common::respond::{finish, json, request_id};
 use orders_common::{ApiError, OrderPatch, SidecarClient};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
@@ -12,7 +12,7 @@ use spin_sdk::http_component;
 
 #[http_component]
 async fn handle(request: Request) -> Response {
-    finish(update_order(request).await)
+    finish(request_id(&request), update_order(request).await)
 }
 
 async fn update_order(request: Request) -> Result<Response, ApiError> {

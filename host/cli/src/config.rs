@@ -228,6 +228,20 @@ pub struct RunnerOptions {
     /// Do not build the components, even if they are missing or older than their sources.
     #[arg(long, env = "ORDERS_NO_BUILD")]
     pub no_build: bool,
+    /// Who picks the function of a method on /orders: "method" (the runner, from the manifest's
+    /// tool.orders-runner tables) or "router" (the orders router component, as under Spin).
+    #[arg(long, env = "ORDERS_ROUTING", value_enum, default_value_t = Routing::Method)]
+    pub routing: Routing,
+}
+
+/// How requests for a route with tool tables reach their function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// The runner routes by method itself: one instance per request.
+    Method,
+    /// The route's router component chains to the function, as Spin does.
+    Router,
 }
 
 impl RunnerOptions {

@@ -180,6 +180,7 @@ fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashM
             limits: runner.limits()?,
             in_process,
             sidecar,
+            route_by_method: runner.routing == crate::config::Routing::Method,
         },
         metrics,
     )

@@ -29,6 +29,7 @@ use crate::headers::set_spin_headers;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::well_known::AppInfo;
+use crate::method_routes::MethodRoutes;
 use crate::metrics::{RunnerMetrics, ShedReason};
 use crate::outbound::OutboundPolicy;
 use crate::routes::{RouteMatch, Router};
@@ -64,6 +65,9 @@ pub struct AppConfig {
     /// The sidecar's authorities (its calls are measured as the sidecar hop,
     /// bounded by its deadline and failed over between them).
     pub sidecar: SidecarRoute,
+    /// Route by method from the manifest's tool tables (`method_routes`);
+    /// off, every request goes to its path's component, as under Spin.
+    pub route_by_method: bool,
 }
 
 pub(crate) struct ComponentSpec {
@@ -79,6 +83,7 @@ pub struct AppShared {
     pub(crate) components: Vec<ComponentSpec>,
     by_id: HashMap<String, ComponentId>,
     pub(crate) router: Router,
+    pub(crate) method_routes: MethodRoutes,
     pub limits: Limits,
     pub(crate) slots: Slots,
     in_process: HashMap<String, Arc<dyn InProcessService>>,
@@ -133,6 +138,9 @@ impl AppShared {
             config.variables.iter().filter(|(name, _)| manifest.variables.contains_key(*name)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let app_variables = AppVariables::resolve(&manifest.variables, &offered, |name| std::env::var(name).ok())?;
         let (router, duplicates) = Router::build(&manifest.trigger.http)?;
+        // The tables are checked even when unused, so a mistake shows at once.
+        let method_routes = MethodRoutes::build(&manifest)?;
+        let method_routes = if config.route_by_method { method_routes } else { MethodRoutes::default() };
         for duplicate in duplicates {
             tracing::warn!(route = %duplicate.route, replaced = %duplicate.replaced_component,
                 effective = %duplicate.effective_component, "duplicate route: only the later component is used");
@@ -170,6 +178,7 @@ impl AppShared {
             components,
             by_id,
             router,
+            method_routes,
             slots: Slots::new(
                 config.limits.max_instances,
                 config.limits.max_streams,

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod headers;
 pub mod limits;
 pub mod manifest;
+pub mod method_routes;
 pub mod metrics;
 pub mod outbound;
 pub mod routes;

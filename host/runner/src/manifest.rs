@@ -69,6 +69,10 @@ pub struct ComponentDecl {
     pub variables: BTreeMap<String, String>,
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// Tables for tools other than Spin, by tool name (Spin ignores them);
+    /// the runner reads its own (`method_routes::TOOL`).
+    #[serde(default)]
+    pub tool: BTreeMap<String, toml::Value>,
 }
 
 impl Manifest {

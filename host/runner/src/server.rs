@@ -104,8 +104,10 @@ impl Edge {
         let Some(route) = self.app.router.route(request.uri().path()) else {
             return ("none".into(), Answer::Runner(json_error(StatusCode::NOT_FOUND, "No route matches this path")));
         };
-        let component = self.app.component_id(&route.component_id).expect("router only names loaded components");
-        let function = route.component_id.clone();
+        // One routing decision: the path as Spin routes it, then the method
+        // where the manifest's tool tables name a component for it.
+        let function = self.app.method_routes.target(&route.raw_route, request.method()).unwrap_or(&route.component_id).to_owned();
+        let component = self.app.component_id(&function).expect("routes only name loaded components");
         if !headers::values_are_utf8(request.headers()) {
             return (function, Answer::Runner(json_error(StatusCode::BAD_REQUEST, "Every header value must be UTF-8 text")));
         }
