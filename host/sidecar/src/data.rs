@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::cache::{Cache, EntryKind};
+use crate::cache::{Cache, CacheResult, Entry, EntryKind};
 use crate::metrics::SidecarMetrics;
 use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome};
 
@@ -65,7 +65,7 @@ impl DataService {
     pub async fn get_body(&self, collection: &str, id: &str) -> StoreResult<Option<String>> {
         self.read_through(collection, EntryKind::Doc, id, async {
             let doc = self.timed("get", self.store.get(collection, id)).await?;
-            Ok(doc.map(|doc| json!({ "doc": doc }).to_string()))
+            Ok(doc.map(|doc| (Entry::Doc, json!({ "doc": doc }).to_string())))
         })
         .await
     }
@@ -76,7 +76,8 @@ impl DataService {
         let body = self
             .read_through(collection, EntryKind::Page, &page_key, async {
                 let docs = self.timed("list", self.store.list(collection, after, limit)).await?;
-                Ok(Some(json!({ "docs": docs }).to_string()))
+                let ids: Vec<&str> = docs.iter().map(doc_id).collect();
+                Ok(Some((Entry::page(&ids, after, limit), json!({ "docs": docs }).to_string())))
             })
             .await?;
         Ok(body.unwrap_or_else(|| json!({ "docs": [] }).to_string()))
@@ -85,7 +86,7 @@ impl DataService {
     pub async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
         let outcome = self.timed("insert", self.store.insert(collection, fields, idempotency)).await?;
         if let InsertOutcome::Created(doc) = &outcome {
-            self.invalidate(collection, doc_id(doc)).await;
+            self.cache_written(self.cache.inserted(collection, doc_id(doc)).await);
         }
         Ok(outcome)
     }
@@ -93,7 +94,7 @@ impl DataService {
     pub async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
         let outcome = self.timed("update", self.store.update(collection, id, set, if_version)).await?;
         if matches!(outcome, WriteOutcome::Done(_)) {
-            self.invalidate(collection, id).await;
+            self.cache_written(self.cache.invalidate(collection, id).await);
         }
         Ok(outcome)
     }
@@ -101,7 +102,7 @@ impl DataService {
     pub async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
         let outcome = self.timed("delete", self.store.delete(collection, id, if_version)).await?;
         if matches!(outcome, WriteOutcome::Done(_)) {
-            self.invalidate(collection, id).await;
+            self.cache_written(self.cache.invalidate(collection, id).await);
         }
         Ok(outcome)
     }
@@ -111,18 +112,19 @@ impl DataService {
         collection: &str,
         kind: EntryKind,
         key: &str,
-        load: impl Future<Output = StoreResult<Option<String>>>,
+        load: impl Future<Output = StoreResult<Option<(Entry, String)>>>,
     ) -> StoreResult<Option<String>> {
+        let value = |loaded: Option<(Entry, String)>| loaded.map(|(_, value)| value);
         if !self.cache_usable().await {
             self.metrics.cache("bypass");
-            return load.await;
+            return load.await.map(value);
         }
         let lookup = match self.cache.lookup(collection, kind, key).await {
             Ok(lookup) => lookup,
             Err(error) => {
                 self.trip(&error.to_string());
                 self.metrics.cache("error");
-                return load.await;
+                return load.await.map(value);
             }
         };
         if let Some(value) = lookup.value {
@@ -131,17 +133,18 @@ impl DataService {
         }
         self.metrics.cache("miss");
         let loaded = load.await?;
-        if let Some(value) = &loaded
-            && let Err(error) = self.cache.fill(collection, kind, key, &lookup.generation, value).await
+        if let Some((entry, value)) = &loaded
+            && let Err(error) = self.cache.fill(collection, entry, key, &lookup.generation, value).await
         {
             self.trip(&error.to_string());
         }
-        Ok(loaded)
+        Ok(value(loaded))
     }
 
-    async fn invalidate(&self, collection: &str, id: &str) {
-        if let Err(error) = self.cache.invalidate(collection, id).await {
-            // The write stands; the cache must not be trusted until reset.
+    /// After a write's cache step: if it failed, the write stands but the
+    /// cache must not be trusted until reset.
+    fn cache_written(&self, result: CacheResult<()>) {
+        if let Err(error) = result {
             self.trip(&error.to_string());
         }
     }

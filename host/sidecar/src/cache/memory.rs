@@ -7,12 +7,41 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Cache, CacheResult, EntryKind, Generation, Lookup};
+use super::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup};
+
+/// A collection's counters (see the cache module's comment).
+#[derive(Default, Clone)]
+struct Counters {
+    generation: u64,
+    tail: u64,
+    top: Option<String>,
+}
+
+impl Counters {
+    fn seen(&self) -> Generation {
+        Generation(format!("{}:{}", self.generation, self.tail))
+    }
+
+    fn raise_top(&mut self, id: &str) {
+        if self.top.as_deref().is_none_or(|top| id > top) {
+            self.top = Some(id.to_owned());
+        }
+    }
+}
+
+struct Stored {
+    value: String,
+    at: Instant,
+    generation: u64,
+    /// The tail counter a last page was filled under; full pages and
+    /// documents outlive tail moves.
+    tail: Option<u64>,
+}
 
 #[derive(Default)]
 struct State {
-    generations: HashMap<String, u64>,
-    entries: HashMap<(String, EntryKind, String, u64), (String, Instant)>,
+    counters: HashMap<String, Counters>,
+    entries: HashMap<(String, EntryKind, String), Stored>,
 }
 
 pub struct MemoryCache {
@@ -28,15 +57,20 @@ impl MemoryCache {
 }
 
 impl State {
-    fn generation(&self, collection: &str) -> u64 {
-        self.generations.get(collection).copied().unwrap_or(0)
+    fn counters(&self, collection: &str) -> Counters {
+        self.counters.get(collection).cloned().unwrap_or_default()
     }
 
-    /// Documents are keyed without generation (a write deletes its own
-    /// entry); pages with it, so any write retires every page.
-    fn key(&self, collection: &str, kind: EntryKind, key: &str) -> (String, EntryKind, String, u64) {
-        let generation = if kind == EntryKind::Page { self.generation(collection) } else { 0 };
-        (collection.to_owned(), kind, key.to_owned(), generation)
+    /// Forgets the pages a counter move retired, and the written document.
+    fn retire(&mut self, collection: &str, id: &str) {
+        let now = self.counters(collection);
+        self.entries.retain(|(c, kind, key), stored| {
+            c != collection
+                || match kind {
+                    EntryKind::Doc => key != id,
+                    EntryKind::Page => stored.generation == now.generation && stored.tail.is_none_or(|tail| tail == now.tail),
+                }
+        });
     }
 }
 
@@ -48,43 +82,78 @@ impl Cache for MemoryCache {
 
     async fn lookup(&self, collection: &str, kind: EntryKind, key: &str) -> CacheResult<Lookup> {
         let state = self.state.lock().expect("cache lock");
+        let counters = state.counters(collection);
         let value = state
             .entries
-            .get(&state.key(collection, kind, key))
-            .filter(|(_, stored_at)| stored_at.elapsed() < self.ttl)
-            .map(|(value, _)| value.clone());
-        Ok(Lookup { value, generation: Generation(state.generation(collection).to_string()) })
+            .get(&(collection.to_owned(), kind, key.to_owned()))
+            .filter(|stored| stored.at.elapsed() < self.ttl)
+            // A document is deleted by its own write; a page must still be current.
+            .filter(|stored| {
+                kind == EntryKind::Doc || (stored.generation == counters.generation && stored.tail.is_none_or(|t| t == counters.tail))
+            })
+            .map(|stored| stored.value.clone());
+        Ok(Lookup { value, generation: counters.seen() })
     }
 
-    async fn fill(&self, collection: &str, kind: EntryKind, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
+    async fn fill(&self, collection: &str, entry: &Entry, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        if state.generation(collection).to_string() != seen.0 {
+        let mut counters = state.counters(collection);
+        let current = counters.seen();
+        let unmoved = match entry {
+            Entry::Doc => current.0.split(':').next() == seen.0.split(':').next(),
+            Entry::FullPage { .. } | Entry::LastPage { .. } => current == *seen,
+        };
+        if !unmoved {
             return Ok(());
         }
+        let tail = match entry {
+            Entry::Doc => None,
+            Entry::FullPage { last } => {
+                counters.raise_top(last);
+                None
+            }
+            Entry::LastPage { top } => {
+                counters.raise_top(top);
+                Some(counters.tail)
+            }
+        };
+        let generation = counters.generation;
+        state.counters.insert(collection.to_owned(), counters);
         if state.entries.len() >= self.max_entries {
             state.entries.clear();
         }
-        let entry_key = state.key(collection, kind, key);
-        state.entries.insert(entry_key, (value.to_owned(), Instant::now()));
+        let stored = Stored { value: value.to_owned(), at: Instant::now(), generation, tail };
+        state.entries.insert((collection.to_owned(), entry.kind(), key.to_owned()), stored);
         Ok(())
     }
 
     async fn invalidate(&self, collection: &str, id: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        *state.generations.entry(collection.to_owned()).or_default() += 1;
-        // Pages of older generations are unreachable; drop them to free memory.
-        let current = state.generation(collection);
-        state.entries.retain(|(c, kind, k, generation), _| {
-            !(c == collection && ((*kind == EntryKind::Page && *generation < current) || (*kind == EntryKind::Doc && k == id)))
-        });
+        state.counters.entry(collection.to_owned()).or_default().generation += 1;
+        state.retire(collection, id);
+        Ok(())
+    }
+
+    async fn inserted(&self, collection: &str, id: &str) -> CacheResult<()> {
+        let mut state = self.state.lock().expect("cache lock");
+        let counters = state.counters.entry(collection.to_owned()).or_default();
+        match &counters.top {
+            Some(top) if id > top.as_str() => counters.tail += 1,
+            _ => counters.generation += 1,
+        }
+        counters.raise_top(id);
+        state.retire(collection, id);
         Ok(())
     }
 
     async fn reset(&self) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
         state.entries.clear();
-        for generation in state.generations.values_mut() {
-            *generation += 1;
+        // Counters only ever move forward, so a fill that looked up before
+        // the reset cannot match them afterwards.
+        for counters in state.counters.values_mut() {
+            counters.generation += 1;
+            counters.top = None;
         }
         Ok(())
     }
@@ -98,23 +167,90 @@ impl Cache for MemoryCache {
 mod tests {
     use super::*;
 
+    fn cache() -> MemoryCache {
+        MemoryCache::new(100, Duration::from_secs(60))
+    }
+
+    fn full(last: &str) -> Entry {
+        Entry::FullPage { last: last.to_owned() }
+    }
+
+    async fn page(cache: &MemoryCache, key: &str) -> Option<String> {
+        cache.lookup("orders", EntryKind::Page, key).await.unwrap().value
+    }
+
     #[tokio::test]
     async fn fill_after_a_concurrent_write_is_dropped() {
-        let cache = MemoryCache::new(100, Duration::from_secs(60));
+        let cache = cache();
         let seen = cache.lookup("orders", EntryKind::Doc, "a").await.unwrap().generation;
         cache.invalidate("orders", "a").await.unwrap();
-        cache.fill("orders", EntryKind::Doc, "a", &seen, "old").await.unwrap();
+        cache.fill("orders", &Entry::Doc, "a", &seen, "old").await.unwrap();
         assert_eq!(cache.lookup("orders", EntryKind::Doc, "a").await.unwrap().value, None);
     }
 
     #[tokio::test]
-    async fn writes_retire_pages_but_not_other_documents() {
-        let cache = MemoryCache::new(100, Duration::from_secs(60));
+    async fn updates_retire_pages_but_not_other_documents() {
+        let cache = cache();
         let seen = cache.lookup("orders", EntryKind::Page, "p").await.unwrap().generation;
-        cache.fill("orders", EntryKind::Page, "p", &seen, "page").await.unwrap();
-        cache.fill("orders", EntryKind::Doc, "b", &seen, "doc-b").await.unwrap();
+        cache.fill("orders", &full("b"), "p", &seen, "page").await.unwrap();
+        cache.fill("orders", &Entry::Doc, "b", &seen, "doc-b").await.unwrap();
         cache.invalidate("orders", "a").await.unwrap();
-        assert_eq!(cache.lookup("orders", EntryKind::Page, "p").await.unwrap().value, None);
+        assert_eq!(page(&cache, "p").await, None);
         assert_eq!(cache.lookup("orders", EntryKind::Doc, "b").await.unwrap().value.as_deref(), Some("doc-b"));
+    }
+
+    #[tokio::test]
+    async fn an_insert_above_the_top_keeps_full_pages_and_retires_the_last() {
+        let cache = cache();
+        let seen = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        cache.fill("orders", &full("b"), "first", &seen, "a,b").await.unwrap();
+        cache.fill("orders", &Entry::LastPage { top: "c".into() }, "b:2", &seen, "c").await.unwrap();
+        cache.inserted("orders", "d").await.unwrap();
+        assert_eq!(page(&cache, "first").await.as_deref(), Some("a,b"), "the insert cannot belong in it");
+        assert_eq!(page(&cache, "b:2").await, None, "the last page grew");
+    }
+
+    #[tokio::test]
+    async fn an_insert_at_or_below_the_top_retires_every_page() {
+        let cache = cache();
+        let seen = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        cache.fill("orders", &full("m"), "first", &seen, "a..m").await.unwrap();
+        cache.inserted("orders", "c").await.unwrap();
+        assert_eq!(page(&cache, "first").await, None);
+    }
+
+    #[tokio::test]
+    async fn an_insert_into_a_cache_without_a_top_retires_every_page() {
+        let cache = cache();
+        cache.inserted("orders", "x").await.unwrap();
+        let seen = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        cache.fill("orders", &full("z"), "first", &seen, "..z").await.unwrap();
+        // "y" is below the top the fill raised to "z": it may belong in the page.
+        cache.inserted("orders", "y").await.unwrap();
+        assert_eq!(page(&cache, "first").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_page_read_before_an_insert_is_not_kept() {
+        let cache = cache();
+        cache.inserted("orders", "a").await.unwrap();
+        let seen = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        // The store was read here; then another sidecar inserted "b" (< the
+        // page's last id "c" would be impossible for a fresh id, but "b" was
+        // its id) and moved the tail before this fill.
+        cache.inserted("orders", "b").await.unwrap();
+        cache.fill("orders", &full("c"), "first", &seen, "a,c").await.unwrap();
+        assert_eq!(page(&cache, "first").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_reset_forgets_the_top() {
+        let cache = cache();
+        cache.inserted("orders", "m").await.unwrap();
+        cache.reset().await.unwrap();
+        let seen = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        cache.fill("orders", &full("c"), "first", &seen, "a,c").await.unwrap();
+        cache.inserted("orders", "b").await.unwrap();
+        assert_eq!(page(&cache, "first").await, None, "b is below the page's last id");
     }
 }

@@ -1,22 +1,35 @@
 //! The read-through cache in front of the store: single documents and list
-//! pages, invalidated on every write so that a read after a successful
-//! write never sees the old value.
+//! pages, invalidated on writes so that a read after a successful write
+//! never sees the old value.
 //!
-//! Invalidation without races uses a generation per collection. A reader
-//! notes the generation when it misses, reads the store, and fills the
-//! cache only if no write bumped the generation meanwhile (documents) or
-//! under a key that includes the generation (list pages). A writer bumps
-//! the generation and deletes the document's entry after its store write.
-//! So a reader that fetched the old value just before a write can never
-//! put it back after that write returns.
+//! Invalidation without races uses counters per collection. A reader notes
+//! them when it misses, reads the store, and fills the cache only if no
+//! write moved them meanwhile. A writer moves them after its store write
+//! (and deletes the document's own entry). So a reader that fetched the old
+//! value just before a write can never put it back after that write returns.
+//!
+//! Updates and deletes move the *generation*, which retires every page.
+//! Inserts need not: pages are ordered by id and new orders get larger ids,
+//! so an insert changes only the collection's last page. The cache keeps a
+//! *top* per collection, an id that never decreases: a full page is cached
+//! only once its last id is at or below the top (its fill raises the top to
+//! it), and an insert above the top moves only the *tail* counter — which
+//! retires the last, unfilled pages, keyed by it — and becomes the new top.
+//! An insert at or below the top (another sidecar's id from the same second,
+//! an imported document) moves the generation like any other write. Every
+//! full page a tail move leaves in place ends at or below the old top, so
+//! below the new id: the insert cannot belong in it. A page fill also needs
+//! the tail unmoved since its lookup, so a page read before an insert and
+//! filled after it is never kept.
 
 pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
 
-/// The generation a reader saw when it missed; filling the cache is only
-/// accepted while it is still current.
+/// The counters a reader saw when it missed (generation and tail, in the
+/// backend's own encoding); filling the cache is only accepted while they
+/// are still current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation(pub String);
 
@@ -49,14 +62,50 @@ pub struct CacheError(pub String);
 
 pub type CacheResult<T> = Result<T, CacheError>;
 
+/// What is being filled: a document, or a page and where it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Doc,
+    /// A page that holds its full `limit`: only writes at or below `last`
+    /// can change it.
+    FullPage { last: String },
+    /// A page shorter than its limit, so the collection's end: any insert
+    /// after its cursor may extend it. `top` is the largest id it holds, or
+    /// its cursor when empty (`""` for an empty collection).
+    LastPage { top: String },
+}
+
+impl Entry {
+    /// The kind a later lookup finds it under.
+    pub fn kind(&self) -> EntryKind {
+        match self {
+            Entry::Doc => EntryKind::Doc,
+            Entry::FullPage { .. } | Entry::LastPage { .. } => EntryKind::Page,
+        }
+    }
+
+    /// Where a page ends, from its documents' ids (in order) and its cursor.
+    pub fn page(ids: &[&str], after: Option<&str>, limit: u32) -> Self {
+        match ids.last() {
+            Some(last) if ids.len() >= limit as usize => Entry::FullPage { last: (*last).to_owned() },
+            Some(last) => Entry::LastPage { top: (*last).to_owned() },
+            None => Entry::LastPage { top: after.unwrap_or_default().to_owned() },
+        }
+    }
+}
+
 #[async_trait]
 pub trait Cache: Send + Sync {
     fn backend(&self) -> &'static str;
     async fn lookup(&self, collection: &str, kind: EntryKind, key: &str) -> CacheResult<Lookup>;
-    /// Stores `value` unless the collection's generation moved past `seen`.
-    async fn fill(&self, collection: &str, kind: EntryKind, key: &str, seen: &Generation, value: &str) -> CacheResult<()>;
-    /// After a write to document `id`: new generation, document entry gone.
+    /// Stores `value` unless a write moved the counters `seen` holds (for a
+    /// document only the generation counts; see the module's comment).
+    async fn fill(&self, collection: &str, entry: &Entry, key: &str, seen: &Generation, value: &str) -> CacheResult<()>;
+    /// After an update or delete of document `id`: new generation, its entry gone.
     async fn invalidate(&self, collection: &str, id: &str) -> CacheResult<()>;
+    /// After the insert of document `id`: the tail moves (or the generation,
+    /// when `id` is not above the top).
+    async fn inserted(&self, collection: &str, id: &str) -> CacheResult<()>;
     /// Forgets every entry (used after the cache missed invalidations).
     async fn reset(&self) -> CacheResult<()>;
     async fn ping(&self) -> CacheResult<()>;

@@ -13,15 +13,58 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value as RedisValue};
 
-use super::{Cache, CacheError, CacheResult, EntryKind, Generation, Lookup};
+use super::{Cache, CacheError, CacheResult, Entry, EntryKind, Generation, Lookup};
 
+/// Every script starts here: the collection's keys under the current
+/// epoch, its counters, and the entry's key. Ids compare as strings: they
+/// are 24 lowercase hex digits, which every collation orders alike.
 const KEY_PREFIX: &str = r#"
 local ns, collection, kind, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local epoch = redis.call('GET', ns .. ':epoch') or '0'
 local base = ns .. ':' .. epoch .. ':' .. collection
 local generation = redis.call('GET', base .. ':gen') or '0'
-local entry
-if kind == 'doc' then entry = base .. ':doc:' .. key else entry = base .. ':page:' .. generation .. ':' .. key end
+local tail = redis.call('GET', base .. ':tail') or '0'
+local top = redis.call('GET', base .. ':top')
+local doc_key = base .. ':doc:' .. key
+local full_key = base .. ':page:' .. generation .. ':' .. key
+local last_key = base .. ':lastpage:' .. generation .. ':' .. tail .. ':' .. key
+"#;
+
+const LOOKUP: &str = r#"
+local value
+if kind == 'doc' then value = redis.call('GET', doc_key)
+else value = redis.call('GET', full_key) or redis.call('GET', last_key) end
+return {generation .. ':' .. tail, value}
+"#;
+
+/// ARGV[5]: the counters seen, ARGV[6]: the value, ARGV[7]: its TTL,
+/// ARGV[8]: for a page, the id that becomes the top if it is above it.
+const FILL: &str = r#"
+local seen_generation, seen_tail = string.match(ARGV[5], '^([^:]*):([^:]*)$')
+if generation ~= seen_generation then return 0 end
+if kind == 'doc' then
+  redis.call('SET', doc_key, ARGV[6], 'EX', ARGV[7])
+  return 1
+end
+if tail ~= seen_tail then return 0 end
+if not top or ARGV[8] > top then redis.call('SET', base .. ':top', ARGV[8]) end
+if kind == 'full' then redis.call('SET', full_key, ARGV[6], 'EX', ARGV[7])
+else redis.call('SET', last_key, ARGV[6], 'EX', ARGV[7]) end
+return 1
+"#;
+
+const INVALIDATE: &str = r#"
+redis.call('INCR', base .. ':gen')
+redis.call('DEL', doc_key)
+return 1
+"#;
+
+/// `key` is the inserted id.
+const INSERTED: &str = r#"
+if top and key > top then redis.call('INCR', base .. ':tail') else redis.call('INCR', base .. ':gen') end
+if not top or key > top then redis.call('SET', base .. ':top', key) end
+redis.call('DEL', doc_key)
+return 1
 "#;
 
 pub struct RedisCache {
@@ -31,6 +74,7 @@ pub struct RedisCache {
     lookup: Script,
     fill: Script,
     invalidate: Script,
+    inserted: Script,
 }
 
 fn unavailable(error: redis::RedisError) -> CacheError {
@@ -41,7 +85,8 @@ impl RedisCache {
     /// Connects with a connection manager, which reconnects by itself
     /// after Redis restarts; commands fail fast while it is down.
     pub async fn connect(url: &str, namespace: &str, ttl: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("the Redis URL (--redis-url / ORDERS_REDIS_URL) is invalid: {e}"))?;
+        let client =
+            redis::Client::open(url).map_err(|e| anyhow::anyhow!("the Redis URL (--redis-url / ORDERS_REDIS_URL) is invalid: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
@@ -54,13 +99,10 @@ impl RedisCache {
             connection,
             namespace: namespace.to_owned(),
             ttl,
-            lookup: Script::new(&format!("{KEY_PREFIX}\nreturn {{generation, redis.call('GET', entry)}}")),
-            fill: Script::new(&format!(
-                "{KEY_PREFIX}\nif generation ~= ARGV[5] then return 0 end\nredis.call('SET', entry, ARGV[6], 'EX', ARGV[7])\nreturn 1"
-            )),
-            invalidate: Script::new(&format!(
-                "{KEY_PREFIX}\nredis.call('INCR', base .. ':gen')\nredis.call('DEL', base .. ':doc:' .. key)\nreturn 1"
-            )),
+            lookup: Script::new(&format!("{KEY_PREFIX}{LOOKUP}")),
+            fill: Script::new(&format!("{KEY_PREFIX}{FILL}")),
+            invalidate: Script::new(&format!("{KEY_PREFIX}{INVALIDATE}")),
+            inserted: Script::new(&format!("{KEY_PREFIX}{INSERTED}")),
         })
     }
 }
@@ -69,6 +111,14 @@ impl RedisCache {
     /// The shared connection, for the job queue on the same Redis.
     pub fn connection(&self) -> ConnectionManager {
         self.connection.clone()
+    }
+
+    /// Runs a write's script for document `id`.
+    async fn run_on_document(&self, script: &Script, collection: &str, id: &str) -> CacheResult<()> {
+        let mut connection = self.connection.clone();
+        let _: RedisValue =
+            script.arg(&self.namespace).arg(collection).arg("doc").arg(id).invoke_async(&mut connection).await.map_err(unavailable)?;
+        Ok(())
     }
 }
 
@@ -92,17 +142,23 @@ impl Cache for RedisCache {
         Ok(Lookup { value, generation: Generation(generation) })
     }
 
-    async fn fill(&self, collection: &str, kind: EntryKind, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
+    async fn fill(&self, collection: &str, entry: &Entry, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
+        let (kind, bound) = match entry {
+            Entry::Doc => ("doc", ""),
+            Entry::FullPage { last } => ("full", last.as_str()),
+            Entry::LastPage { top } => ("last", top.as_str()),
+        };
         let mut connection = self.connection.clone();
         let _: RedisValue = self
             .fill
             .arg(&self.namespace)
             .arg(collection)
-            .arg(kind.as_str())
+            .arg(kind)
             .arg(key)
             .arg(&seen.0)
             .arg(value)
             .arg(self.ttl.as_secs().max(1))
+            .arg(bound)
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
@@ -110,27 +166,16 @@ impl Cache for RedisCache {
     }
 
     async fn invalidate(&self, collection: &str, id: &str) -> CacheResult<()> {
-        let mut connection = self.connection.clone();
-        let _: RedisValue = self
-            .invalidate
-            .arg(&self.namespace)
-            .arg(collection)
-            .arg("doc")
-            .arg(id)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.run_on_document(&self.invalidate, collection, id).await
+    }
+
+    async fn inserted(&self, collection: &str, id: &str) -> CacheResult<()> {
+        self.run_on_document(&self.inserted, collection, id).await
     }
 
     async fn reset(&self) -> CacheResult<()> {
         let mut connection = self.connection.clone();
-        redis::cmd("INCR")
-            .arg(format!("{}:epoch", self.namespace))
-            .query_async::<i64>(&mut connection)
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        redis::cmd("INCR").arg(format!("{}:epoch", self.namespace)).query_async::<i64>(&mut connection).await.map(drop).map_err(unavailable)
     }
 
     async fn ping(&self) -> CacheResult<()> {

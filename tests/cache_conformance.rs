@@ -1,0 +1,201 @@
+//! The read-through cache's promises, on both caches (in-process and
+//! Redis) in front of the embedded store, through the sidecar's data path:
+//! a read after a write never sees the old value, and list pages that an
+//! insert cannot change stay cached through it (an insert only changes the
+//! collection's last page, since new orders get larger ids).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orders_sidecar::cache::memory::MemoryCache;
+use orders_sidecar::cache::redis::RedisCache;
+use orders_sidecar::cache::{Cache, EntryKind};
+use orders_sidecar::data::DataService;
+use orders_sidecar::metrics::SidecarMetrics;
+use orders_sidecar::store::sqlite::SqliteStore;
+use orders_sidecar::store::{DocumentStore, InsertOutcome, WriteOutcome};
+use orders_telemetry::Registry;
+use orders_testkit::services::RedisServer;
+use serde_json::{Map, Value, json};
+
+const ORDERS: &str = "orders";
+const PAGE: u32 = 10;
+
+struct Service {
+    data: Arc<DataService>,
+    cache: Arc<dyn Cache>,
+    _dir: tempfile::TempDir,
+}
+
+fn service(cache: Arc<dyn Cache>) -> Service {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DocumentStore> = Arc::new(SqliteStore::open(dir.path()).expect("open the store"));
+    let metrics = SidecarMetrics::new(Registry::default());
+    Service { data: Arc::new(DataService::new(store, cache.clone(), metrics, Duration::from_secs(5))), cache, _dir: dir }
+}
+
+fn order(quantity: i64) -> Map<String, Value> {
+    json!({ "product": "Banner", "quantity": quantity }).as_object().cloned().expect("an object")
+}
+
+async fn insert(data: &DataService, quantity: i64) -> String {
+    match data.insert(ORDERS, order(quantity), None).await.expect("insert") {
+        InsertOutcome::Created(doc) => doc["_id"].as_str().expect("an id").to_owned(),
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+/// One page as the data path answers it: the ids and quantities.
+async fn page(data: &DataService, after: Option<&str>) -> Vec<(String, i64)> {
+    let body: Value = serde_json::from_str(&data.list_body(ORDERS, after, PAGE).await.expect("list")).expect("JSON");
+    body["docs"]
+        .as_array()
+        .expect("docs")
+        .iter()
+        .map(|doc| (doc["_id"].as_str().expect("id").to_owned(), doc["quantity"].as_i64().expect("quantity")))
+        .collect()
+}
+
+/// Every page in turn, as the data path answers them.
+async fn all_pages(data: &DataService) -> Vec<Vec<(String, i64)>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let this = page(data, after.as_deref()).await;
+        let full = this.len() == PAGE as usize;
+        after = this.last().map(|(id, _)| id.clone());
+        pages.push(this);
+        if !full {
+            return pages;
+        }
+    }
+}
+
+/// The same pages read from the store itself, bypassing the cache.
+async fn store_pages(data: &DataService) -> Vec<Vec<(String, i64)>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let docs = data.store().list(ORDERS, after.as_deref(), PAGE).await.expect("list");
+        let this: Vec<(String, i64)> =
+            docs.iter().map(|doc| (doc["_id"].as_str().expect("id").to_owned(), doc["quantity"].as_i64().expect("quantity"))).collect();
+        let full = this.len() == PAGE as usize;
+        after = this.last().map(|(id, _)| id.clone());
+        pages.push(this);
+        if !full {
+            return pages;
+        }
+    }
+}
+
+async fn cached(cache: &dyn Cache, after: Option<&str>) -> bool {
+    let key = format!("{}:{PAGE}", after.unwrap_or(""));
+    cache.lookup(ORDERS, EntryKind::Page, &key).await.expect("lookup").value.is_some()
+}
+
+async fn full_pages_stay_cached_through_inserts(service: Service) {
+    let data = &service.data;
+    for quantity in 0..25 {
+        insert(data, quantity).await;
+    }
+    let before = all_pages(data).await;
+    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    let second_cursor = before[0].last().map(|(id, _)| id.clone());
+    let last_cursor = before[1].last().map(|(id, _)| id.clone());
+    assert!(cached(&*service.cache, None).await && cached(&*service.cache, last_cursor.as_deref()).await);
+
+    let added = insert(data, 100).await;
+    assert!(cached(&*service.cache, None).await, "the first page survives an insert");
+    assert!(cached(&*service.cache, second_cursor.as_deref()).await, "so does every other full page");
+    assert!(!cached(&*service.cache, last_cursor.as_deref()).await, "the last page does not");
+    let last = page(data, last_cursor.as_deref()).await;
+    assert_eq!(last.last(), Some(&(added, 100)), "a read after the insert sees it");
+    assert_eq!(all_pages(data).await, store_pages(data).await);
+
+    // Another sidecar's insert may carry a smaller id (ObjectIds of two
+    // processes in the same second): it lands in an earlier page, and that
+    // page must not be served without it. Its store write, then its cache step:
+    let early = "000000000000000000000001";
+    let doc = json!({ "_id": early, "product": "Banner", "quantity": 55 }).as_object().cloned().expect("an object");
+    data.store().import(ORDERS, doc).await.expect("import");
+    service.cache.inserted(ORDERS, early).await.expect("cache step");
+    assert_eq!(page(data, None).await[0], (early.to_owned(), 55), "an insert below the top retires the pages");
+    assert_eq!(all_pages(data).await, store_pages(data).await);
+
+    // An update (or delete) may change any page: every page is read anew.
+    let first_id = before[0][0].0.clone();
+    assert!(cached(&*service.cache, None).await);
+    let updated = data.update(ORDERS, &first_id, order(7), None).await.expect("update");
+    assert!(matches!(updated, WriteOutcome::Done(_)));
+    assert!(!cached(&*service.cache, None).await);
+    assert!(page(data, None).await.contains(&(first_id.clone(), 7)), "a read after the update sees it");
+    data.delete(ORDERS, &first_id, None).await.expect("delete");
+    assert!(page(data, None).await.iter().all(|(id, _)| *id != first_id), "a read after the delete misses it");
+    assert_eq!(all_pages(data).await, store_pages(data).await);
+}
+
+/// Writers and readers at once: after each of its writes (insert, update,
+/// delete of its own orders) is acknowledged, a writer's reads through the
+/// cache see it while the others keep inserting, and at the end every page
+/// the cache answers is the store's.
+async fn no_stale_read_under_concurrent_writes(service: Service) {
+    let data = &service.data;
+    for quantity in 0..15 {
+        insert(data, quantity).await;
+    }
+    let mut tasks = Vec::new();
+    for writer in 0..6i64 {
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..15i64 {
+                let quantity = 1000 * (writer + 1) + round;
+                let id = insert(&data, quantity).await;
+                let seen = all_pages(&data).await.concat();
+                assert!(seen.contains(&(id.clone(), quantity)), "writer {writer} round {round}: its insert is missing");
+                if round % 3 == 0 {
+                    data.update(ORDERS, &id, order(-quantity), None).await.expect("update");
+                    let seen = all_pages(&data).await.concat();
+                    assert!(seen.contains(&(id.clone(), -quantity)), "writer {writer} round {round}: its update is missing");
+                }
+                if round % 5 == 4 {
+                    data.delete(ORDERS, &id, None).await.expect("delete");
+                    assert!(
+                        all_pages(&data).await.concat().iter().all(|(seen, _)| *seen != id),
+                        "writer {writer}: deleted order still listed"
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    assert_eq!(all_pages(data).await, store_pages(data).await);
+}
+
+macro_rules! both_caches {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    super::$case(service(Arc::new(MemoryCache::new(10_000, Duration::from_secs(300))))).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let redis = RedisServer::start().expect("redis");
+                    let cache = RedisCache::connect(&redis.url, "cache-conformance", Duration::from_secs(300)).await.expect("connect");
+                    super::$case(service(Arc::new(cache))).await;
+                }
+            )*
+        }
+    };
+}
+
+both_caches!(full_pages_stay_cached_through_inserts, no_stale_read_under_concurrent_writes);
