@@ -30,7 +30,7 @@ use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::well_known::AppInfo;
 use crate::method_routes::MethodRoutes;
-use crate::metrics::{RunnerMetrics, ShedReason};
+use crate::metrics::{Destination, RunnerMetrics, ShedReason};
 use crate::outbound::OutboundPolicy;
 use crate::routes::{RouteMatch, Router};
 use crate::sidecar_hop::{SidecarHop, SidecarRoute};
@@ -174,6 +174,7 @@ impl AppShared {
             by_id.insert(id.clone(), components.len());
             components.push(ComponentSpec { id: id.clone(), pre, variables: Arc::new(variables), environment, policy });
         }
+        let metrics = metrics.for_components(components.iter().map(|component| component.id.as_str()));
         Ok(Arc::new(Self {
             components,
             by_id,
@@ -244,7 +245,7 @@ impl AppShared {
             Err(_) => {
                 budget.mark(StopReason::Deadline);
                 let reason = budget.stopped().unwrap_or(StopReason::Deadline);
-                self.metrics.observe_stopped(self.component_name(component), reason);
+                self.metrics.observe_stopped(component, reason);
                 return Err(ServeError::Stopped(reason));
             }
             Ok(Ok(Ok(response))) => response,
@@ -313,7 +314,7 @@ impl AppShared {
                 Ok(proxy) => proxy,
                 Err(error) => return InstanceEnd::NotInstantiated(anyhow!("{error:?}")),
             };
-            self.metrics.observe_instantiation(self.component_name(component), instantiation_started.elapsed());
+            self.metrics.observe_instantiation(component, instantiation_started.elapsed());
             match proxy.wasi_http_incoming_handler().call_handle(&mut lease.store, incoming, outparam).await {
                 Ok(()) => InstanceEnd::Returned,
                 Err(error) => InstanceEnd::Trapped(anyhow!("{error:?}")),
@@ -329,7 +330,7 @@ impl AppShared {
         if let InstanceEnd::Trapped(_) = &end
             && let Some(reason) = budget.stopped()
         {
-            self.metrics.observe_stopped(self.component_name(component), reason);
+            self.metrics.observe_stopped(component, reason);
             tracing::warn!(function = %self.component_name(component), reason = reason.label(),
                 busy_ms = budget.busy().as_millis() as u64, "instance stopped at a runner bound");
         }
@@ -355,9 +356,8 @@ impl AppShared {
             return Err(HttpError::HttpRequestDenied);
         }
         let started = Instant::now();
-        let function = self.component_name(component).to_owned();
         let (destination, outcome) = self.clone().dispatch_outbound(request, options).await;
-        self.metrics.observe_outbound(&function, destination, started.elapsed());
+        self.metrics.observe_outbound(component, destination, started.elapsed());
         outcome
     }
 
@@ -366,12 +366,12 @@ impl AppShared {
         self: Arc<Self>,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-    ) -> (&'static str, Result<(http::Response<WasiBody>, IoFuture), HttpError>) {
+    ) -> (Destination, Result<(http::Response<WasiBody>, IoFuture), HttpError>) {
         let uri = request.uri().clone();
         let host = uri.host().unwrap_or_default();
         let done: IoFuture = Box::new(async { Ok(()) });
         if let Some(target) = host.strip_suffix(".spin.internal") {
-            let Some(target) = self.component_id(target) else { return ("chained", Err(HttpError::DestinationNotFound)) };
+            let Some(target) = self.component_id(target) else { return (Destination::Chained, Err(HttpError::DestinationNotFound)) };
             let route = RouteMatch::chained(self.component_name(target), uri.path());
             let mut request = request;
             request.headers_mut().remove(http::header::HOST);
@@ -381,17 +381,17 @@ impl AppShared {
                 ServeError::BadRequest(message) => HttpError::InternalError(Some(message)),
                 ServeError::Failed(error) => HttpError::InternalError(Some(format!("{error:#}"))),
             });
-            return ("chained", response.map(|response| (response, done)));
+            return (Destination::Chained, response.map(|response| (response, done)));
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         if let Some(service) = self.in_process.get(authority) {
             let (parts, body) = request.into_parts();
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(error) => return ("sidecar", Err(error)),
+                Err(error) => return (Destination::Sidecar, Err(error)),
             };
             let response = service.call(http::Request::from_parts(parts, body)).await;
-            return ("sidecar", Ok((response.map(full_body), done)));
+            return (Destination::Sidecar, Ok((response.map(full_body), done)));
         }
         let to_sidecar = self.sidecar.serves(authority);
         let outcome = match uri.scheme_str() {
@@ -404,7 +404,7 @@ impl AppShared {
                 .await
                 .map(|(response, io)| (response.map(|body| body.boxed_unsync()), Box::new(io) as IoFuture)),
         };
-        (if to_sidecar { "sidecar" } else { "network" }, outcome)
+        (if to_sidecar { Destination::Sidecar } else { Destination::Network }, outcome)
     }
 }
 

@@ -14,13 +14,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use orders_telemetry::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -228,12 +228,12 @@ impl AsyncWrite for WatchedIo {
 /// One open connection, counted in the open-connections gauge.
 pub struct ConnectionSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    open: Arc<AtomicI64>,
+    open: Gauge,
 }
 
 impl ConnectionSlot {
-    pub fn new(permit: tokio::sync::OwnedSemaphorePermit, open: Arc<AtomicI64>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit, open: Gauge) -> Self {
+        open.inc();
         Self {
             _permit: permit,
             open,
@@ -243,7 +243,7 @@ impl ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.open.dec();
     }
 }
 

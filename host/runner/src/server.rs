@@ -23,7 +23,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::app::{AppShared, ServeError, full_body};
 use crate::budget::StopReason;
 use crate::connections::{Activity, ConnectionSlot, TrackedBody, WatchedIo, refuse};
-use crate::metrics::ShedReason;
+use crate::metrics::{Function, ShedReason};
 use crate::headers;
 use crate::slots::SlotRefused;
 use crate::well_known;
@@ -80,9 +80,9 @@ impl Edge {
             }
         };
         let status = response.status().as_u16();
-        self.app.metrics.observe_request(&function, status, started.elapsed());
+        self.app.metrics.observe_request(function, status, started.elapsed());
         tracing::info!(target: "access", request_id = %request_id, method = %method, path = %path,
-            function = %function, status, micros = started.elapsed().as_micros() as u64, "request");
+            function = self.app.metrics.function_name(function), status, micros = started.elapsed().as_micros() as u64, "request");
         response
     }
 
@@ -91,23 +91,24 @@ impl Edge {
         mut request: http::Request<Incoming>,
         client: SocketAddr,
         request_id: &str,
-    ) -> (String, Answer) {
+    ) -> (Function, Answer) {
         if let Err(message) = settle_authority(&mut request) {
-            return ("none".into(), Answer::Runner(json_error(StatusCode::BAD_REQUEST, message)));
+            return (Function::NoRoute, Answer::Runner(json_error(StatusCode::BAD_REQUEST, message)));
         }
         if let Some(response) = well_known::answer(request.uri().path(), &self.app.app_info) {
-            return ("spin".into(), Answer::Runner(response));
+            return (Function::WellKnown, Answer::Runner(response));
         }
         if request.uri().path() == "/metrics" && request.method() == Method::GET {
-            return ("metrics".into(), Answer::Runner(self.metrics_response()));
+            return (Function::Metrics, Answer::Runner(self.metrics_response()));
         }
         let Some(route) = self.app.router.route(request.uri().path()) else {
-            return ("none".into(), Answer::Runner(json_error(StatusCode::NOT_FOUND, "No route matches this path")));
+            return (Function::NoRoute, Answer::Runner(json_error(StatusCode::NOT_FOUND, "No route matches this path")));
         };
         // One routing decision: the path as Spin routes it, then the method
         // where the manifest's tool tables name a component for it.
-        let function = self.app.method_routes.target(&route.raw_route, request.method()).unwrap_or(&route.component_id).to_owned();
-        let component = self.app.component_id(&function).expect("routes only name loaded components");
+        let name = self.app.method_routes.target(&route.raw_route, request.method()).unwrap_or(&route.component_id);
+        let component = self.app.component_id(name).expect("routes only name loaded components");
+        let function = Function::Component(component);
         if !headers::values_are_utf8(request.headers()) {
             return (function, Answer::Runner(json_error(StatusCode::BAD_REQUEST, "Every header value must be UTF-8 text")));
         }
@@ -148,7 +149,7 @@ impl Edge {
         match self.app.serve_component(component, &route, request, client, Some(slot)).await {
             Ok(response) => (function, Answer::Component(response)),
             Err(error) => {
-                let response = self.error_response(&function, request_id, error);
+                let response = self.error_response(self.app.metrics.function_name(function), request_id, error);
                 (function, Answer::Runner(response))
             }
         }

@@ -6,9 +6,9 @@
 //! API needs.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use orders_telemetry::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::streams::StreamSlot;
@@ -24,7 +24,7 @@ pub struct Slots {
     instances: Arc<Semaphore>,
     streams: Arc<Semaphore>,
     queue_timeout: Duration,
-    open_streams: Arc<AtomicI64>,
+    open_streams: Gauge,
 }
 
 impl Slots {
@@ -32,7 +32,7 @@ impl Slots {
         max_instances: u32,
         max_streams: u32,
         queue_timeout: Duration,
-        open_streams: Arc<AtomicI64>,
+        open_streams: Gauge,
     ) -> Self {
         Self {
             instances: Arc::new(Semaphore::new(max_instances as usize)),
@@ -62,11 +62,10 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_at_most_the_queue_timeout() {
-        let slots = Slots::new(1, 0, Duration::from_millis(200), Arc::default());
+        let slots = Slots::new(1, 0, Duration::from_millis(200), Gauge::default());
         let held = slots.instance().await.ok().expect("a free slot");
         assert!(matches!(slots.instance().await, Err(SlotRefused::Busy)));
         drop(held);
@@ -75,14 +74,14 @@ mod tests {
 
     #[tokio::test]
     async fn streams_past_the_cap_are_refused_and_counted_while_held() {
-        let open = Arc::new(AtomicI64::new(0));
+        let open = Gauge::default();
         let slots = Slots::new(4, 2, Duration::from_millis(10), open.clone());
         let first = slots.stream().expect("first stream");
         let _second = slots.stream().expect("second stream");
         assert!(slots.stream().is_none());
-        assert_eq!(open.load(Ordering::Relaxed), 2);
+        assert_eq!(open.get(), 2);
         drop(first);
-        assert_eq!(open.load(Ordering::Relaxed), 1);
+        assert_eq!(open.get(), 1);
         assert!(slots.stream().is_some());
     }
 }

@@ -15,8 +15,6 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
+use orders_telemetry::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 use wasmtime_wasi_http::Error as HttpError;
@@ -167,12 +166,12 @@ impl Body for LengthUnknown {
 /// A stream slot taken, counted in the open-streams gauge while held.
 pub struct StreamSlot {
     _permit: OwnedSemaphorePermit,
-    open: Arc<AtomicI64>,
+    open: Gauge,
 }
 
 impl StreamSlot {
-    pub fn new(permit: OwnedSemaphorePermit, open: Arc<AtomicI64>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
+    pub fn new(permit: OwnedSemaphorePermit, open: Gauge) -> Self {
+        open.inc();
         Self {
             _permit: permit,
             open,
@@ -182,7 +181,7 @@ impl StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.open.dec();
     }
 }
 

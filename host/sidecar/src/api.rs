@@ -19,7 +19,7 @@ use crate::blobs::BlobStore;
 use crate::data::DataService;
 use crate::events::EventLog;
 use crate::queue::JobQueue;
-use crate::metrics::SidecarMetrics;
+use crate::metrics::{Operation, SidecarMetrics};
 use orders_vocabulary::api::{Deleted, ErrorBody, ErrorCode, InsertRequest, Inserted, ListQuery, OneDoc, Ready, UpdateRequest};
 use orders_vocabulary::page::{DEFAULT_PAGE_SIZE, MAX_SIDECAR_PAGE};
 
@@ -153,12 +153,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Times and counts one operation, logging it under the caller's request id.
-pub async fn measured(state: &ApiState, operation: &'static str, headers: &HeaderMap, work: impl Future<Output = ApiResult>) -> Response {
+pub async fn measured(state: &ApiState, operation: Operation, headers: &HeaderMap, work: impl Future<Output = ApiResult>) -> Response {
     let started = Instant::now();
     let response = work.await.unwrap_or_else(IntoResponse::into_response);
     let status = response.status().as_u16();
-    let outcome = if response.status().is_server_error() { "error" } else { "ok" };
-    state.metrics.operation(operation, outcome, started.elapsed());
+    state.metrics.operation(operation, response.status().is_server_error(), started.elapsed());
+    let operation = operation.label();
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
     tracing::info!(target: "sidecar", request_id, operation, status, micros = started.elapsed().as_micros() as u64, "operation");
     if status >= 500 {
@@ -222,7 +222,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 }
 
 async fn list(State(state): State<ApiState>, Path(collection): Path<String>, Query(query): Query<ListQuery>, headers: HeaderMap) -> Response {
-    measured(&state, "list", &headers, async {
+    measured(&state, Operation::List, &headers, async {
         check_collection(&state, &collection)?;
         if let Some(after) = &query.after {
             check_id(after)?;
@@ -235,7 +235,7 @@ async fn list(State(state): State<ApiState>, Path(collection): Path<String>, Que
 }
 
 async fn get_one(State(state): State<ApiState>, Path((collection, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    measured(&state, "get", &headers, async {
+    measured(&state, Operation::Get, &headers, async {
         check_collection(&state, &collection)?;
         check_id(&id)?;
         let body = state.data.get_body(&collection, &id).await?.ok_or_else(not_found)?;
@@ -245,7 +245,7 @@ async fn get_one(State(state): State<ApiState>, Path((collection, id)): Path<(St
 }
 
 async fn insert(State(state): State<ApiState>, Path(collection): Path<String>, headers: HeaderMap, body: Json<InsertRequest>) -> Response {
-    measured(&state, "insert", &headers, async {
+    measured(&state, Operation::Insert, &headers, async {
         check_collection(&state, &collection)?;
         let Json(body) = body;
         let idempotency = body.idempotency.map(|i| Idempotency { key: i.key, fingerprint: i.fingerprint });
@@ -266,7 +266,7 @@ async fn update(
     headers: HeaderMap,
     body: Json<UpdateRequest>,
 ) -> Response {
-    measured(&state, "update", &headers, async {
+    measured(&state, Operation::Update, &headers, async {
         check_collection(&state, &collection)?;
         check_id(&id)?;
         let Json(body) = body;
@@ -285,7 +285,7 @@ async fn delete(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    measured(&state, "delete", &headers, async {
+    measured(&state, Operation::Delete, &headers, async {
         check_collection(&state, &collection)?;
         check_id(&id)?;
         let if_version = match query.get("if_version") {

@@ -19,6 +19,7 @@ use orders_vocabulary::api::{
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::api_jobs::check_key;
 use crate::events::EventsError;
+use crate::metrics::Operation;
 
 /// The longest a read may wait for a first new event.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -59,7 +60,7 @@ async fn append(
     headers: HeaderMap,
     body: Json<AppendEventRequest>,
 ) -> Response {
-    measured(&state, "log_append", &headers, async {
+    measured(&state, Operation::LogAppend, &headers, async {
         check_log(&state, &log, &key)?;
         let AppendEventRequest { event, data } = body.0;
         if !is_event_name(&event) {
@@ -85,7 +86,7 @@ async fn read(
     headers: HeaderMap,
     query: Query<ReadEventsQuery>,
 ) -> Response {
-    measured(&state, "log_read", &headers, async {
+    measured(&state, Operation::LogRead, &headers, async {
         check_log(&state, &log, &key)?;
         let ReadEventsQuery {
             after,
@@ -114,7 +115,7 @@ async fn mark(
     headers: HeaderMap,
     body: Json<MarkRequest>,
 ) -> Response {
-    measured(&state, "mark_once", &headers, async {
+    measured(&state, Operation::MarkOnce, &headers, async {
         check_key(&key)?;
         let ttl = Duration::from_secs(body.0.ttl_secs.clamp(1, MAX_MARK_SECS));
         if state.events.mark_once(&key, ttl).await? {
@@ -146,7 +147,7 @@ async fn reserve(
     headers: HeaderMap,
     body: Json<ReserveRequest>,
 ) -> Response {
-    measured(&state, "mark_reserve", &headers, async {
+    measured(&state, Operation::MarkReserve, &headers, async {
         check_key(&key)?;
         let ReserveRequest { holder, lease_secs } = body.0;
         check_holder(&holder)?;
@@ -169,7 +170,7 @@ async fn spend(
     headers: HeaderMap,
     body: Json<SpendRequest>,
 ) -> Response {
-    measured(&state, "mark_spend", &headers, async {
+    measured(&state, Operation::MarkSpend, &headers, async {
         check_key(&key)?;
         let SpendRequest { holder, ttl_secs } = body.0;
         check_holder(&holder)?;
@@ -199,7 +200,7 @@ async fn release(
     headers: HeaderMap,
     body: Json<ReleaseRequest>,
 ) -> Response {
-    measured(&state, "mark_release", &headers, async {
+    measured(&state, Operation::MarkRelease, &headers, async {
         check_key(&key)?;
         check_holder(&body.0.holder)?;
         let released = state.events.release_mark(&key, &body.0.holder).await?;

@@ -11,6 +11,7 @@ use orders_vocabulary::api::{AckRequest, Acked, AppendJobRequest, Appended, Blob
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
 use crate::blobs::valid_key;
+use crate::metrics::Operation;
 use crate::queue::{AppendLimits, AppendOutcome, QueueError};
 
 /// How long a client refused for a full queue is asked to wait.
@@ -67,7 +68,7 @@ async fn append(
     headers: HeaderMap,
     body: Json<AppendJobRequest>,
 ) -> Response {
-    measured(&state, "stream_append", &headers, async {
+    measured(&state, Operation::StreamAppend, &headers, async {
         check_stream(&state, &stream)?;
         let AppendJobRequest { payload, limit_key } = body.0;
         if limit_key.as_deref().is_some_and(|key| key.is_empty() || key.len() > AppendJobRequest::MAX_LIMIT_KEY) {
@@ -101,7 +102,7 @@ async fn claim(
     headers: HeaderMap,
     body: Json<ClaimRequest>,
 ) -> Response {
-    measured(&state, "stream_claim", &headers, async {
+    measured(&state, Operation::StreamClaim, &headers, async {
         check_stream(&state, &stream)?;
         let ClaimRequest {
             consumer,
@@ -129,7 +130,7 @@ async fn ack(
     headers: HeaderMap,
     body: Json<AckRequest>,
 ) -> Response {
-    measured(&state, "stream_ack", &headers, async {
+    measured(&state, Operation::StreamAck, &headers, async {
         check_stream(&state, &stream)?;
         let acked = state.queue.ack(&stream, &body.0.ids).await?;
         Ok(Json(Acked { acked }).into_response())
@@ -142,7 +143,7 @@ async fn depth(
     Path(stream): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    measured(&state, "stream_depth", &headers, async {
+    measured(&state, Operation::StreamDepth, &headers, async {
         check_stream(&state, &stream)?;
         let depth = state.queue.depth(&stream).await?;
         Ok(Json(Depth { depth }).into_response())
@@ -156,7 +157,7 @@ async fn put_blob(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    measured(&state, "blob_put", &headers, async {
+    measured(&state, Operation::BlobPut, &headers, async {
         check_key(&key)?;
         state.blobs.put(&key, &body).await.map_err(io_failure)?;
         Ok((
@@ -173,7 +174,7 @@ async fn get_blob(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    measured(&state, "blob_get", &headers, async {
+    measured(&state, Operation::BlobGet, &headers, async {
         check_key(&key)?;
         // Streamed from the file: bundle zips run to 100 MiB.
         match state.blobs.reader(&key).await.map_err(io_failure)? {
@@ -196,7 +197,7 @@ async fn delete_blob(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    measured(&state, "blob_delete", &headers, async {
+    measured(&state, Operation::BlobDelete, &headers, async {
         check_key(&key)?;
         let deleted = state.blobs.delete(&key).await.map_err(io_failure)?;
         Ok(Json(Deleted { deleted }).into_response())

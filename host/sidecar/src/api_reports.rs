@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use orders_vocabulary::api::{ErrorCode, NonconformingReport, Recorded};
 
 use crate::api::{ApiFailure, ApiState, check_allowed, measured};
+use crate::metrics::Operation;
 use crate::store::is_object_id;
 
 const MAX_DOCUMENTS: usize = NonconformingReport::MAX_DOCUMENTS;
@@ -29,7 +30,7 @@ async fn nonconforming(
     headers: HeaderMap,
     Json(body): Json<NonconformingReport>,
 ) -> axum::response::Response {
-    measured(&state, "report", &headers, async {
+    measured(&state, Operation::Report, &headers, async {
         check_allowed(&state.collections, &collection, "collection", ErrorCode::UnknownCollection)?;
         if body.documents.len() > MAX_DOCUMENTS {
             return Err(ApiFailure::new(ErrorCode::TooManyDocuments, format!("at most {MAX_DOCUMENTS} documents per report")));

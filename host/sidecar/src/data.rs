@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::cache::{Cache, CacheResult, Entry, EntryKind};
-use crate::metrics::SidecarMetrics;
+use crate::metrics::{CacheOutcome, SidecarMetrics, StoreMetrics, StoreOperation};
 use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome};
 
 /// How long reads skip a cache that just failed.
@@ -23,6 +23,7 @@ pub struct DataService {
     cache: Arc<dyn Cache>,
     breaker: Mutex<Breaker>,
     metrics: SidecarMetrics,
+    store_metrics: StoreMetrics,
     timeout: Duration,
 }
 
@@ -34,7 +35,8 @@ struct Breaker {
 
 impl DataService {
     pub fn new(store: Arc<dyn DocumentStore>, cache: Arc<dyn Cache>, metrics: SidecarMetrics, timeout: Duration) -> Self {
-        Self { store, cache, breaker: Mutex::default(), metrics, timeout }
+        let store_metrics = metrics.store(store.backend());
+        Self { store, cache, breaker: Mutex::default(), metrics, store_metrics, timeout }
     }
 
     pub fn store(&self) -> &Arc<dyn DocumentStore> {
@@ -46,25 +48,25 @@ impl DataService {
     }
 
     /// Runs one store operation within the timeout, recording it.
-    async fn timed<T>(&self, operation: &'static str, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    async fn timed<T>(&self, operation: StoreOperation, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("{operation} took longer than {:?}", self.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!("{} took longer than {:?}", operation.label(), self.timeout))),
         };
         let failed = matches!(result, Err(StoreError::Unavailable(_)));
-        self.metrics.store(self.store.backend(), operation, started.elapsed(), failed);
+        self.store_metrics.observe(operation, started.elapsed(), failed);
         result
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        self.timed("ping", self.store.ping()).await
+        self.timed(StoreOperation::Ping, self.store.ping()).await
     }
 
     /// `{"doc": …}` for one document, from the cache when it has it.
     pub async fn get_body(&self, collection: &str, id: &str) -> StoreResult<Option<String>> {
         self.read_through(collection, EntryKind::Doc, id, async {
-            let doc = self.timed("get", self.store.get(collection, id)).await?;
+            let doc = self.timed(StoreOperation::Get, self.store.get(collection, id)).await?;
             Ok(doc.map(|doc| (Entry::Doc, json!({ "doc": doc }).to_string())))
         })
         .await
@@ -75,7 +77,7 @@ impl DataService {
         let page_key = format!("{}:{limit}", after.unwrap_or(""));
         let body = self
             .read_through(collection, EntryKind::Page, &page_key, async {
-                let docs = self.timed("list", self.store.list(collection, after, limit)).await?;
+                let docs = self.timed(StoreOperation::List, self.store.list(collection, after, limit)).await?;
                 let ids: Vec<&str> = docs.iter().map(doc_id).collect();
                 Ok(Some((Entry::page(&ids, after, limit), json!({ "docs": docs }).to_string())))
             })
@@ -84,7 +86,7 @@ impl DataService {
     }
 
     pub async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
-        let outcome = self.timed("insert", self.store.insert(collection, fields, idempotency)).await?;
+        let outcome = self.timed(StoreOperation::Insert, self.store.insert(collection, fields, idempotency)).await?;
         if let InsertOutcome::Created(doc) = &outcome {
             self.cache_written(self.cache.inserted(collection, doc_id(doc)).await);
         }
@@ -92,7 +94,7 @@ impl DataService {
     }
 
     pub async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
-        let outcome = self.timed("update", self.store.update(collection, id, set, if_version)).await?;
+        let outcome = self.timed(StoreOperation::Update, self.store.update(collection, id, set, if_version)).await?;
         if matches!(outcome, WriteOutcome::Done(_)) {
             self.cache_written(self.cache.invalidate(collection, id).await);
         }
@@ -100,7 +102,7 @@ impl DataService {
     }
 
     pub async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
-        let outcome = self.timed("delete", self.store.delete(collection, id, if_version)).await?;
+        let outcome = self.timed(StoreOperation::Delete, self.store.delete(collection, id, if_version)).await?;
         if matches!(outcome, WriteOutcome::Done(_)) {
             self.cache_written(self.cache.invalidate(collection, id).await);
         }
@@ -116,22 +118,22 @@ impl DataService {
     ) -> StoreResult<Option<String>> {
         let value = |loaded: Option<(Entry, String)>| loaded.map(|(_, value)| value);
         if !self.cache_usable().await {
-            self.metrics.cache("bypass");
+            self.metrics.cache(CacheOutcome::Bypass);
             return load.await.map(value);
         }
         let lookup = match self.cache.lookup(collection, kind, key).await {
             Ok(lookup) => lookup,
             Err(error) => {
                 self.trip(&error.to_string());
-                self.metrics.cache("error");
+                self.metrics.cache(CacheOutcome::Error);
                 return load.await.map(value);
             }
         };
         if let Some(value) = lookup.value {
-            self.metrics.cache("hit");
+            self.metrics.cache(CacheOutcome::Hit);
             return Ok(Some(value));
         }
-        self.metrics.cache("miss");
+        self.metrics.cache(CacheOutcome::Miss);
         let loaded = load.await?;
         if let Some((entry, value)) = &loaded
             && let Err(error) = self.cache.fill(collection, entry, key, &lookup.generation, value).await
@@ -156,7 +158,7 @@ impl DataService {
         }
         breaker.open_until = Some(Instant::now() + CACHE_RETRY_AFTER);
         breaker.needs_reset = true;
-        self.metrics.cache_degraded.set(&[], 1);
+        self.metrics.cache_degraded.set(1);
     }
 
     /// Whether reads may use the cache now; resets it first after a failure.
@@ -174,7 +176,7 @@ impl DataService {
             Ok(()) => {
                 let mut breaker = self.breaker.lock().expect("breaker lock");
                 *breaker = Breaker::default();
-                self.metrics.cache_degraded.set(&[], 0);
+                self.metrics.cache_degraded.set(0);
                 tracing::info!("cache reachable again; reset and back in use");
                 true
             }

@@ -144,7 +144,7 @@ impl Sidecar {
             Pipeline::new(settings, queue.clone(), events.clone(), blobs.clone(), work_root, metrics.clone())?.spawn();
         }
         let data = Arc::new(DataService::new(store.clone(), cache, metrics.clone(), config.store_timeout));
-        metrics.cache_degraded.set(&[], 0);
+        metrics.cache_degraded.set(0);
         spawn_pool_gauges(store, metrics.clone());
         spawn_queue_gauges(queue.clone(), config.streams.clone(), metrics.clone());
         let state = api::ApiState {
@@ -166,14 +166,15 @@ impl Sidecar {
 
 /// Refreshes the pool gauges every second, so any `/metrics` that renders
 /// this registry (the sidecar's own or the runner's in `orders up`) has them.
+/// (Looking the series up each time costs a lock once a second.)
 fn spawn_pool_gauges(store: Arc<dyn DocumentStore>, metrics: SidecarMetrics) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
             if let Some((in_use, idle)) = store.pool_stats() {
-                metrics.pool_connections.set(&[("state", "in_use")], in_use as i64);
-                metrics.pool_connections.set(&[("state", "idle")], idle as i64);
+                metrics.pool_connections.series(&[("state", "in_use")]).set(in_use as i64);
+                metrics.pool_connections.series(&[("state", "idle")]).set(idle as i64);
             }
         }
     });
@@ -186,7 +187,7 @@ fn spawn_queue_gauges(queue: Arc<dyn JobQueue>, streams: Vec<String>, metrics: S
             every.tick().await;
             for stream in &streams {
                 if let Ok(depth) = queue.depth(stream).await {
-                    metrics.queue_depth.set(&[("stream", stream.as_str())], depth as i64);
+                    metrics.queue_depth.series(&[("stream", stream.as_str())]).set(depth as i64);
                 }
             }
         }
