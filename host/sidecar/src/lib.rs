@@ -20,6 +20,7 @@ pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -164,9 +165,11 @@ impl Sidecar {
     }
 }
 
-/// Refreshes the pool gauges every second, so any `/metrics` that renders
-/// this registry (the sidecar's own or the runner's in `orders up`) has them.
-/// (Looking the series up each time costs a lock once a second.)
+/// Refreshes the pool gauges and the commit counters every second, so any
+/// `/metrics` that renders this registry (the sidecar's own or the runner's
+/// in `orders up`) has them. The store counts its commits itself (its writer
+/// thread knows no registry); the counters here copy its totals. (Looking
+/// the series up each time costs a lock once a second.)
 fn spawn_pool_gauges(store: Arc<dyn DocumentStore>, metrics: SidecarMetrics) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -175,6 +178,11 @@ fn spawn_pool_gauges(store: Arc<dyn DocumentStore>, metrics: SidecarMetrics) {
             if let Some((in_use, idle)) = store.pool_stats() {
                 metrics.pool_connections.series(&[("state", "in_use")]).set(in_use as i64);
                 metrics.pool_connections.series(&[("state", "idle")]).set(idle as i64);
+            }
+            if let Some(stats) = store.commit_stats() {
+                let backend = [("backend", store.backend())];
+                metrics.store_commits.series(&backend).inner().store(stats.commits, Ordering::Relaxed);
+                metrics.store_committed_writes.series(&backend).inner().store(stats.writes, Ordering::Relaxed);
             }
         }
     });

@@ -137,6 +137,10 @@ pub struct Metrics {
     pub registry: Registry,
     pub cache_degraded: Gauge,
     pub pool_connections: Family<Gauge>,
+    /// Durable commits of the embedded store, and the writes they carried:
+    /// copied from the store's own totals once a second.
+    pub store_commits: Family<Counter>,
+    pub store_committed_writes: Family<Counter>,
     pub queue_depth: Family<Gauge>,
     families: Families,
     operations: [OperationSeries; Operation::COUNT],
@@ -193,6 +197,14 @@ impl SidecarMetrics {
             "orders_store_pool_connections",
             "Store connections, by state (in_use, idle).",
         );
+        let store_commits = registry.counter(
+            "orders_store_commits_total",
+            "Durable commits of the embedded store, each carrying one or more writes, by backend.",
+        );
+        let store_committed_writes = registry.counter(
+            "orders_store_committed_writes_total",
+            "Writes carried by those commits (writes per commit = this / commits), by backend.",
+        );
         let queue_depth = registry.gauge(
             "orders_queue_depth",
             "Jobs appended and not yet acknowledged, by stream.",
@@ -230,6 +242,8 @@ impl SidecarMetrics {
             cache_requests: Default::default(),
             cache_degraded,
             pool_connections,
+            store_commits,
+            store_committed_writes,
             queue_depth,
             registry,
         }))

@@ -14,6 +14,7 @@
 //! - import writes a document as given, once per `_id`; backfill rewrites
 //!   fields only at the version it was judged at (`orders migrate`).
 
+mod group_commit;
 pub mod keys;
 pub mod mongo;
 pub mod sqlite;
@@ -99,7 +100,7 @@ pub enum ImportOutcome {
 /// The version a document counts as when it was stored without one.
 pub const IMPLICIT_VERSION: i64 = 1;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot answer now (down, timed out); nothing was applied
     /// that a retry would not complete.
@@ -111,6 +112,14 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable commits and the writes they carried, where a backend lets writes
+/// share a commit (the embedded store's group commit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub writes: u64,
+}
 
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
@@ -135,6 +144,10 @@ pub trait DocumentStore: Send + Sync {
     async fn backfill(&self, collection: &str, id: &str, at_version: Option<i64>, set: Map<String, Value>, version: i64) -> StoreResult<bool>;
     /// Connections in use and idle, where the backend pools them.
     fn pool_stats(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Commits and the writes they carried, where writes share commits.
+    fn commit_stats(&self) -> Option<CommitStats> {
         None
     }
 }

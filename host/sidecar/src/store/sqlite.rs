@@ -2,7 +2,9 @@
 //! so a write is on disk before it is acknowledged and survives `kill -9`
 //! (see docs/adr/0003-embedded-store-sqlite.md). One writer connection
 //! serialises writes, which makes each operation's read-check-write atomic;
-//! readers use their own connections and never wait on the writer.
+//! writes that arrive together share one commit and so one fsync
+//! (`group_commit`). Readers use their own connections and never wait on
+//! the writer.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +15,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use super::group_commit::GroupCommit;
 use super::{
-    Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, IMPLICIT_VERSION, Idempotency, ImportOutcome, InsertOutcome, StoreError,
+    CommitStats, Doc, DocumentStore, IDEMPOTENCY_RETENTION_SECS, IMPLICIT_VERSION, Idempotency, ImportOutcome, InsertOutcome, StoreError,
     StoreResult, WriteOutcome, assemble, reject_reserved_fields, split_import,
 };
 
@@ -29,17 +32,17 @@ fn version_column(version: Option<i64>) -> i64 {
 const READERS: usize = 4;
 
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: GroupCommit,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     in_use: Arc<AtomicUsize>,
 }
 
 /// Counts a connection as in use for as long as it lives.
-struct InUse(Arc<AtomicUsize>);
+pub(super) struct InUse(Arc<AtomicUsize>);
 
 impl InUse {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
+    pub(super) fn new(counter: &Arc<AtomicUsize>) -> Self {
         counter.fetch_add(1, Ordering::Relaxed);
         Self(counter.clone())
     }
@@ -51,7 +54,7 @@ impl Drop for InUse {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {error}"))
 }
 
@@ -99,12 +102,10 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open(&path).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
-            readers: Arc::new(readers),
-            next_reader: AtomicUsize::new(0),
-            in_use: Arc::default(),
-        })
+        let in_use = Arc::default();
+        let writer = GroupCommit::start(writer, Arc::clone(&in_use))
+            .map_err(|e| anyhow::anyhow!("cannot start the writer thread of {}: {e}", path.display()))?;
+        Ok(Self { writer, readers: Arc::new(readers), next_reader: AtomicUsize::new(0), in_use })
     }
 
     async fn read<T: Send + 'static>(
@@ -123,19 +124,14 @@ impl SqliteStore {
         .map_err(unavailable)?
     }
 
+    /// Runs `work` inside a transaction shared with the writes queued beside
+    /// it; an `Err` rolls back what `work` wrote, an `Ok` is committed
+    /// before it is returned.
     async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let writer = self.writer.clone();
-        let in_use = self.in_use.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = writer.lock().map_err(|_| unavailable("writer lock poisoned"))?;
-            let _in_use = InUse::new(&in_use);
-            work(&mut connection)
-        })
-        .await
-        .map_err(unavailable)?
+        self.writer.write(work).await
     }
 
     /// Removes idempotency keys older than the retention period.
@@ -213,6 +209,10 @@ impl DocumentStore for SqliteStore {
         Some((in_use, total - in_use))
     }
 
+    fn commit_stats(&self) -> Option<CommitStats> {
+        Some(self.writer.stats())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|connection| connection.query_row("SELECT 1", [], |_| Ok(()))).await
     }
@@ -241,9 +241,8 @@ impl DocumentStore for SqliteStore {
         reject_reserved_fields(&fields)?;
         let collection = collection.to_owned();
         self.write(move |connection| {
-            let transaction = connection.transaction().map_err(unavailable)?;
             if let Some(idempotency) = &idempotency {
-                let earlier: Option<(String, String)> = transaction
+                let earlier: Option<(String, String)> = connection
                     .query_row(
                         "SELECT fingerprint, result FROM idempotency_keys WHERE collection = ?1 AND key = ?2",
                         params![collection, idempotency.key],
@@ -261,7 +260,7 @@ impl DocumentStore for SqliteStore {
             }
             let id = new_object_id();
             let fields_text = serde_json::to_string(&fields).map_err(unavailable)?;
-            transaction
+            connection
                 .execute(
                     "INSERT INTO documents (collection, id, version, fields) VALUES (?1, ?2, 1, ?3)",
                     params![collection, id, fields_text],
@@ -270,14 +269,13 @@ impl DocumentStore for SqliteStore {
             let doc = assemble(&id, Some(1), fields);
             if let Some(idempotency) = &idempotency {
                 let result = serde_json::to_string(&doc).map_err(unavailable)?;
-                transaction
+                connection
                     .execute(
                         "INSERT INTO idempotency_keys (collection, key, fingerprint, result, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![collection, idempotency.key, idempotency.fingerprint, result, now_secs()],
                     )
                     .map_err(unavailable)?;
             }
-            transaction.commit().map_err(unavailable)?;
             Ok(InsertOutcome::Created(doc))
         })
         .await
@@ -287,8 +285,7 @@ impl DocumentStore for SqliteStore {
         reject_reserved_fields(&set)?;
         let (collection, id) = (collection.to_owned(), id.to_owned());
         self.write(move |connection| {
-            let transaction = connection.transaction().map_err(unavailable)?;
-            let Some((stored_version, mut fields)) = get_fields(&transaction, &collection, &id)? else {
+            let Some((stored_version, mut fields)) = get_fields(connection, &collection, &id)? else {
                 return Ok(WriteOutcome::NotFound);
             };
             let version = stored_version.unwrap_or(IMPLICIT_VERSION);
@@ -296,8 +293,7 @@ impl DocumentStore for SqliteStore {
                 return Ok(WriteOutcome::VersionMismatch);
             }
             fields.extend(set);
-            write_fields(&transaction, &collection, &id, version + 1, &fields)?;
-            transaction.commit().map_err(unavailable)?;
+            write_fields(connection, &collection, &id, version + 1, &fields)?;
             Ok(WriteOutcome::Done(assemble(&id, Some(version + 1), fields)))
         })
         .await
@@ -350,14 +346,12 @@ impl DocumentStore for SqliteStore {
         reject_reserved_fields(&set)?;
         let (collection, id) = (collection.to_owned(), id.to_owned());
         self.write(move |connection| {
-            let transaction = connection.transaction().map_err(unavailable)?;
-            let Some((stored_version, mut fields)) = get_fields(&transaction, &collection, &id)? else { return Ok(false) };
+            let Some((stored_version, mut fields)) = get_fields(connection, &collection, &id)? else { return Ok(false) };
             if stored_version != at_version {
                 return Ok(false);
             }
             fields.extend(set);
-            write_fields(&transaction, &collection, &id, version, &fields)?;
-            transaction.commit().map_err(unavailable)?;
+            write_fields(connection, &collection, &id, version, &fields)?;
             Ok(true)
         })
         .await
