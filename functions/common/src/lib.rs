@@ -11,13 +11,15 @@ pub mod order;
 pub mod preconditions;
 pub mod request;
 pub mod respond;
+pub mod served;
 pub mod sidecar;
 mod sidecar_audit;
 mod sidecar_bundles;
 pub mod stream;
 
 pub use error::{ApiError, FieldError};
-pub use order::{NewOrder, Order, OrderId, OrderPatch};
+pub use order::{NewOrder, OrderId, OrderPatch};
+pub use served::ServedOrder;
 pub use sidecar::SidecarClient;
 pub use sidecar_bundles::Reservation;
 /// The vocabulary the components share with the sidecar (docs/adr/0012).

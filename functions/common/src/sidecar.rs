@@ -9,20 +9,21 @@ use orders_vocabulary::api::{
     Deleted, ErrorBody, IdempotencyRequest, InsertRequest, Inserted, ListQuery, ManyDocs, NonconformingDocument, NonconformingReport, OneDoc,
     Ready, UpdateRequest,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use spin_sdk::http::{Method, Request, Response, send};
 
 use crate::access::{Access, client_address, refusal};
 use crate::error::ApiError;
-use crate::order::{NewOrder, Order, OrderId};
+use crate::order::{NewOrder, OrderId};
 use crate::request::IdempotencyKey;
+use crate::served::ServedOrder;
 
 use orders_vocabulary::names::ORDERS_COLLECTION as COLLECTION;
 
 /// How a create ended: a new order, or the replay of an earlier one.
-pub type Created = Inserted<Order>;
+pub type Created = Inserted<ServedOrder>;
 
 pub struct SidecarClient {
     base_url: String,
@@ -70,25 +71,27 @@ impl SidecarClient {
     /// Whether the sidecar can reach its store right now.
     pub async fn store_ready(&self) -> Result<(), ApiError> {
         let response = self.call(Method::Get, "/v1/ready", None).await?;
-        Self::decode::<Ready>(response).map(drop)
+        Self::decode::<Ready>(&response).map(drop)
     }
 
-    pub async fn get_order(&self, order_id: &OrderId) -> Result<Option<Order>, ApiError> {
+    pub async fn get_order(&self, order_id: &OrderId) -> Result<Option<ServedOrder>, ApiError> {
         let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
         let response = self.call(Method::Get, &path, None).await?;
         if *response.status() == 404 {
             return Ok(None);
         }
-        let order = Self::decode::<OneDoc<Order>>(response)?.doc;
+        let order = ServedOrder::from_stored(Self::decode::<OneDoc<Box<RawValue>>>(&response)?.doc)?;
         self.report_nonconforming(std::slice::from_ref(&order)).await;
         Ok(Some(order))
     }
 
-    pub async fn list_orders(&self, after: Option<&OrderId>, limit: u32) -> Result<Vec<Order>, ApiError> {
+    /// Orders in `_id` order after `after`, as they are served (not yet
+    /// reported: the caller reports the ones it serves).
+    pub async fn list_orders(&self, after: Option<&OrderId>, limit: u32) -> Result<Vec<ServedOrder>, ApiError> {
         let query = ListQuery { after: after.map(|after| after.as_str().to_owned()), limit: Some(limit) };
         let path = format!("/v1/docs/{COLLECTION}?{}", query.to_query());
         let response = self.call(Method::Get, &path, None).await?;
-        Ok(Self::decode::<ManyDocs<Order>>(response)?.docs)
+        Self::decode::<ManyDocs<Box<RawValue>>>(&response)?.docs.into_iter().map(ServedOrder::from_stored).collect()
     }
 
     /// Inserts the order, or with a key returns the order that key first
@@ -111,7 +114,8 @@ impl SidecarClient {
                 "This Idempotency-Key was already used with a different request body",
             ));
         }
-        Self::decode(response)
+        let Inserted { doc, replayed } = Self::decode::<Inserted<Box<RawValue>>>(&response)?;
+        Ok(Created { doc: ServedOrder::from_stored(doc)?, replayed })
     }
 
     /// Applies `set` (plus `updated_at`) and bumps the version, if the order
@@ -122,14 +126,14 @@ impl SidecarClient {
         set: &Map<String, Value>,
         if_version: Option<i64>,
         now: &str,
-    ) -> Result<Order, ApiError> {
+    ) -> Result<ServedOrder, ApiError> {
         let mut set = set.clone();
         set.insert("updated_at".into(), Value::from(now));
         let body = json_body(&UpdateRequest { set, if_version })?;
         let path = format!("/v1/docs/{COLLECTION}/{}", order_id.as_str());
         let response = self.call(Method::Patch, &path, body).await?;
         Self::expect_found(&response)?;
-        let order = Self::decode::<OneDoc<Order>>(response)?.doc;
+        let order = ServedOrder::from_stored(Self::decode::<OneDoc<Box<RawValue>>>(&response)?.doc)?;
         self.report_nonconforming(std::slice::from_ref(&order)).await;
         Ok(order)
     }
@@ -141,22 +145,15 @@ impl SidecarClient {
         }
         let response = self.call(Method::Delete, &path, None).await?;
         Self::expect_found(&response)?;
-        Self::decode::<Deleted>(response).map(drop)
+        Self::decode::<Deleted>(&response).map(drop)
     }
 
     /// Tells the sidecar which of the orders about to be served do not meet
     /// the contract (documents the old service wrote), so that operators see
     /// them in its log and metrics. Only ids and field names travel, never
     /// values, and a failed report never fails the request.
-    pub async fn report_nonconforming(&self, orders: &[Order]) {
-        let documents: Vec<NonconformingDocument> = orders
-            .iter()
-            .filter(|order| !order.meets_contract())
-            .map(|order| {
-                let fields: Vec<String> = order.contract_problems().into_iter().map(|problem| problem.field).collect();
-                NonconformingDocument { id: order.id().to_owned(), fields }
-            })
-            .collect();
+    pub async fn report_nonconforming(&self, orders: &[ServedOrder]) {
+        let documents: Vec<NonconformingDocument> = orders.iter().filter_map(ServedOrder::nonconforming).cloned().collect();
         if documents.is_empty() {
             return;
         }
@@ -211,7 +208,7 @@ impl SidecarClient {
 
     /// Decodes a 2xx body; any other status is the sidecar's fault (or its
     /// store's), reported as 503 so the client retries rather than gives up.
-    pub(crate) fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
+    pub(crate) fn decode<'a, T: Deserialize<'a>>(response: &'a Response) -> Result<T, ApiError> {
         let status = *response.status();
         if (200..300).contains(&status) {
             return serde_json::from_slice(response.body()).map_err(|e| {

@@ -10,6 +10,6 @@ impl SidecarClient {
     /// `{"entries": [...]}`: audit entries from `since_ms` on, oldest first.
     pub async fn audit(&self, since_ms: i64, limit: u32) -> Result<Value, ApiError> {
         let response = self.call(Method::Get, &format!("/v1/audit?since_ms={since_ms}&limit={limit}"), None).await?;
-        Self::decode(response)
+        Self::decode(&response)
     }
 }

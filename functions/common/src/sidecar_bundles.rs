@@ -31,7 +31,7 @@ impl SidecarClient {
         let path = format!("/v1/logs/{LOG}/{}", bundle.as_str());
         let (event, data) = event.to_parts();
         let response = self.call(Method::Post, &path, json_body(&AppendEventRequest { event, data })?).await?;
-        Ok(Self::decode::<Appended>(response)?.id)
+        Ok(Self::decode::<Appended>(&response)?.id)
     }
 
     /// The bundle's events after `after`; waits up to `wait_ms` for the first.
@@ -46,7 +46,7 @@ impl SidecarClient {
         if *response.status() == 400 {
             return Err(ApiError::bad_request("Last-Event-ID is not an event id of this bundle"));
         }
-        Ok(Self::decode::<Events<LoggedBundleEvent>>(response)?.events)
+        Ok(Self::decode::<Events<LoggedBundleEvent>>(&response)?.events)
     }
 
     /// Every event of the bundle so far.
@@ -76,7 +76,7 @@ impl SidecarClient {
                 "Too many bundles are queued or running right now; retry later",
                 retry_after(&response),
             )),
-            _ => Ok(Self::decode::<Appended>(response)?.id),
+            _ => Ok(Self::decode::<Appended>(&response)?.id),
         }
     }
 
@@ -86,7 +86,7 @@ impl SidecarClient {
         if *response.status() == 409 {
             return Ok(false);
         }
-        Self::decode::<Marked>(response).map(|_| true)
+        Self::decode::<Marked>(&response).map(|_| true)
     }
 
     /// Reserves the one-time mark `key` for `holder` for `lease_secs`
@@ -94,7 +94,7 @@ impl SidecarClient {
     pub async fn reserve_mark(&self, key: &str, holder: &str, lease_secs: u64) -> Result<Reservation, ApiError> {
         let body = json_body(&ReserveRequest { holder: holder.to_owned(), lease_secs })?;
         let response = self.call(Method::Post, &format!("/v1/marks/{key}/reserve"), body).await?;
-        Ok(Self::decode::<Reserved>(response)?.reservation)
+        Ok(Self::decode::<Reserved>(&response)?.reservation)
     }
 
     /// Spends `holder`'s reservation of `key` for `ttl_secs`; `false` when
@@ -105,14 +105,14 @@ impl SidecarClient {
         if *response.status() == 409 {
             return Ok(false);
         }
-        Self::decode::<Spent>(response).map(|_| true)
+        Self::decode::<Spent>(&response).map(|_| true)
     }
 
     /// Gives back `holder`'s reservation of `key`, unspent.
     pub async fn release_mark(&self, key: &str, holder: &str) -> Result<(), ApiError> {
         let body = json_body(&ReleaseRequest { holder: holder.to_owned() })?;
         let response = self.call(Method::Post, &format!("/v1/marks/{key}/release"), body).await?;
-        Self::decode::<Released>(response).map(drop)
+        Self::decode::<Released>(&response).map(drop)
     }
 
     /// Whether the blob exists and can be opened, without reading it.

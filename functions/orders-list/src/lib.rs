@@ -3,8 +3,8 @@
 use orders_common::access::{Access, Scope};
 use orders_common::request::PageQuery;
 use orders_common::respond::{finish, json, request_id};
+use orders_common::served::OrderPage;
 use orders_common::{ApiError, SidecarClient};
-use serde_json::json;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -20,10 +20,10 @@ async fn list_orders(request: Request) -> Result<Response, ApiError> {
     let mut orders = sidecar.list_orders(page.after.as_ref(), page.limit + 1).await?;
     let next = if orders.len() > page.limit as usize {
         orders.truncate(page.limit as usize);
-        orders.last().map(|order| order.id().to_owned())
+        orders.last().map(|order| order.id())
     } else {
         None
     };
     sidecar.report_nonconforming(&orders).await;
-    Ok(json(200, &json!({ "orders": orders, "next": next }), &[]))
+    Ok(json(200, &OrderPage { orders: &orders, next }, &[]))
 }

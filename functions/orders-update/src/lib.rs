@@ -5,8 +5,8 @@ use orders_common::clock::now_rfc3339;
 use orders_common::preconditions::IfMatch;
 use orders_common::request::{json_body, order_id};
 use orders_common::respond::{finish, json, request_id};
+use orders_common::served::OneOrder;
 use orders_common::{ApiError, OrderPatch, SidecarClient};
-use serde_json::json;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -25,6 +25,6 @@ async fn update_order(request: Request) -> Result<Response, ApiError> {
         None => None,
     };
     let order = sidecar.update_order(&order_id, patch.fields(), if_version, &now_rfc3339()).await?;
-    let body = json!({ "message": "Order updated successfully", "order": order });
-    Ok(json(200, &body, &[("etag", order.etag())]))
+    let body = OneOrder { message: Some("Order updated successfully"), order: &order };
+    Ok(json(200, &body, &[("etag", order.etag().to_owned())]))
 }

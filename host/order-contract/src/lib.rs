@@ -8,8 +8,10 @@
 pub mod fields;
 pub mod stored;
 pub mod time;
+pub mod verbatim;
 
 pub use orders_vocabulary::id as object_id;
 
 pub use fields::{FieldError, MAX_QUANTITY};
 pub use stored::{Finding, StoredOrder};
+pub use verbatim::Verbatim;

@@ -22,7 +22,17 @@ use crate::time::{format_unix_millis, is_rfc3339};
 /// absent on every order that meets it.
 pub const PROBLEMS_FIELD: &str = "contract_problems";
 
-const TIMESTAMPS: [&str; 2] = ["created_at", "updated_at"];
+pub(crate) const TIMESTAMPS: [&str; 2] = ["created_at", "updated_at"];
+
+/// The ETag of an order at `version`.
+pub(crate) fn etag_of(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// A stored `version` that counts: an integer of at least 1.
+pub(crate) fn version_of(value: &Value) -> Option<i64> {
+    value.as_i64().filter(|version| *version >= 1)
+}
 
 /// One way a stored document differs from the contract.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,10 +120,7 @@ impl StoredOrder {
         );
         served.extend(created_at.map(|value| ("created_at".to_owned(), value)));
         served.extend(updated_at.map(|value| ("updated_at".to_owned(), value)));
-        let stored_version = doc
-            .get("version")
-            .and_then(Value::as_i64)
-            .filter(|version| *version >= 1);
+        let stored_version = doc.get("version").and_then(version_of);
         let version = stored_version.unwrap_or(1);
         match doc.remove("version") {
             None => findings.push(Finding {
@@ -166,7 +173,7 @@ impl StoredOrder {
     }
 
     pub fn etag(&self) -> String {
-        format!("\"{}\"", self.version)
+        etag_of(self.version)
     }
 
     pub fn location(&self) -> String {
