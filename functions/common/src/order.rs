@@ -11,9 +11,6 @@ use serde_json::{Map, Value};
 
 use orders_contract::fields::{WRITABLE_FIELDS, check_fields, truncate_for_message};
 pub use orders_contract::MAX_QUANTITY;
-/// An order as stored and served: whatever the store holds, judged by the
-/// contract (see `orders_contract::stored`).
-pub use orders_contract::StoredOrder as Order;
 
 use crate::error::{ApiError, FieldError};
 
