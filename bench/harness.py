@@ -11,6 +11,7 @@ run.sh's EXIT trap can stop whatever a crash of this script leaves behind.
 
 import argparse
 import concurrent.futures
+import csv
 import datetime
 import http.client
 import importlib.metadata
@@ -36,7 +37,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # What `bench/run.sh SCENARIO` accepts; `all` runs every one.
 SCENARIOS = ("get-by-id", "get-by-id-cold", "list", "create", "update", "half-rate", "mixed", "peak", "scaling",
-             "budget", "costs", "embedded")
+             "budget", "costs", "embedded", "peak-10k", "locust-cross-check")
+# Run on their own only: `peak-10k` is the last ramp of `peak` alone, and
+# the Locust cross-check (about 5 minutes) checks the generator, not the system.
+NOT_IN_ALL = ("peak-10k", "locust-cross-check")
 
 
 # --------------------------------------------------------------------------- settings
@@ -58,6 +62,11 @@ class Settings:
         # The target (10,000 users at spawn rate 100) cannot be reached in 60 s
         # (100 x 60 = 6,000), so the full run also ramps on to 10,000 users.
         self.peak_extended_users = None if quick else 10_000
+        # Locust itself against users.py, same users, spawn rate and duration,
+        # at loads one Locust process (one core) can generate here.
+        self.locust_users = [50] if quick else [200, 500]
+        self.locust_spawn_rate = 50
+        self.locust_seconds = 8 if quick else 60
         self.budget_rpm = 40_000
         self.budget_seconds = 30 if quick else 300
         self.scaling_instances = [1, 2, 4]
@@ -653,9 +662,14 @@ class Bench:
             reuse_compiled(self.run_dir / "ours-data", data_dir)
             # One nginx error log per start, so that it speaks of this run only.
             (data_dir / "nginx" / "error.log").unlink(missing_ok=True)
+            # Each instance may hold every user's request (when nginx has taken
+            # the other out), plus nginx's idle upstream connections: 10,000 +
+            # 2 workers x 384, rounded up. The runner raises its open-files
+            # limit to this + 1,024, within the hard limit of 20,000 here.
             argv = [str(self.orders_bin), "cluster", "--instances", str(instances), "--listen", f"127.0.0.1:{port}",
                     "--data-dir", str(data_dir), "--manifest", str(ROOT / "spin.toml"), "--no-build",
-                    "--mongo-uri", mongo_uri, "--mongo-database", database, "--redis-url", redis_url]
+                    "--mongo-uri", mongo_uri, "--mongo-database", database, "--redis-url", redis_url,
+                    "--max-connections", "12288"]
             service = Service(f"ours-cluster-{instances}", taskset + argv, log_dir, env=clean_env(ORDERS_LOG="warn"),
                               ready=r"orders cluster is serving on (http://\S+)", ready_timeout=180)
         elif system in ("ours", "ours-embedded"):
@@ -770,10 +784,10 @@ class Bench:
                 pass
             time.sleep(0.2)
 
-    def users(self, base, extra, timeout, pin=None):
+    def users(self, base, extra, timeout, pin=None, processes=None):
         argv = (["taskset", "-c", str(pin)] if pin is not None else []) + [
             str(self.venv / "bin" / "python"), str(BENCH / "users.py"), "--url", base,
-            "--processes", str(self.settings.user_processes)] + [str(a) for a in extra]
+            "--processes", str(processes or self.settings.user_processes)] + [str(a) for a in extra]
         out, _, cpu = run_bounded("users", argv, timeout=timeout)
         line = next((l for l in out.splitlines() if l.startswith("USERS_RESULT ")), None)
         if not line:
@@ -924,6 +938,7 @@ class Bench:
             steady_rps=result["steady_rps"], peak_users=result["peak_users_ok"] if "--stop-on-failure" in args else None,
             retried=result.get("retried"), by_kind=result.get("by_kind"), first_failures=result["first_failures"],
             generator_cpu_percent=result["generator_cpu_percent"], cpu_percent=cpu,
+            generator_open_files=result.get("open_files_limit"), source_addresses=result.get("source_addresses"),
             product_metrics=product.summary() or None, **fields)
 
     def phase_mixed(self, system):
@@ -950,6 +965,69 @@ class Bench:
             if instances:
                 entry["nginx"] = nginx_trouble(self.run_dir / f"cluster-{instances}" / "nginx" / "error.log")
             self.stop_services(services)
+
+    def phase_locust_cross_check(self):
+        """Locust itself and users.py, one after the other, against `ours` set
+        up as for `mixed`: the same users, spawn rate and duration, one process
+        each, a fresh database and Redis for each run."""
+        s = self.settings
+        for users in s.locust_users:
+            runs = {}
+            for generator in ("locust", "users.py"):
+                database, ids, _ = self.seed("ours", "_locust")
+                services, base, pids, _ = self.start_system("ours", database, ids)
+                try:
+                    watch = CpuWatch({"system": pids, **self.store_pids()})
+                    if generator == "locust":
+                        runs[generator] = self.locust(base, users, s.locust_spawn_rate, s.locust_seconds)
+                    else:
+                        result = self.users(base, ["--users", users, "--spawn-rate", s.locust_spawn_rate,
+                                                   "--duration", s.locust_seconds], timeout=s.locust_seconds + 90, processes=1)
+                        runs[generator] = {
+                            "rps": result["rps"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+                            "requests": result["requests"], "failures": result["failures"],
+                            "generator_cpu_percent": result["generator_total_cpu_percent"],
+                        }
+                    runs[generator]["cpu_percent"] = watch.shares()
+                finally:
+                    self.stop_services(services)
+            locust, ours = runs["locust"], runs["users.py"]
+
+            def ratio_of(key):
+                return round(ours[key] / locust[key], 2) if ours.get(key) and locust.get(key) else None
+
+            self.record(f"locust-cross-check-{users}", "ours", users=users, spawn_rate=s.locust_spawn_rate,
+                        seconds=s.locust_seconds, locust=locust, users_py=ours, rps_ratio=ratio_of("rps"),
+                        p50_ratio=ratio_of("p50_ms"), p99_ratio=ratio_of("p99_ms"),
+                        locust_version=package_version("locust"))
+
+    def locust(self, base, users, spawn_rate, seconds):
+        """One headless Locust run of bench/locustfile.py; its aggregated stats and its CPU."""
+        prefix = self.run_dir / f"locust-{users}"
+        log = self.run_dir / f"locust-{users}.log"
+        argv = [str(self.venv / "bin" / "locust"), "-f", str(BENCH / "locustfile.py"), "--headless", "-u", str(users),
+                "-r", str(spawn_rate), "-t", f"{seconds}s", "--host", base, "--csv", str(prefix), "--only-summary",
+                "--logfile", str(log), "--loglevel", "WARNING",
+                # Failures are measured, not a reason to fail the run.
+                "--exit-code-on-error", "0"]
+        # The same failure rule as users.py's: no answer within 10 s.
+        _, _, cpu = run_bounded("locust", argv, timeout=seconds + 90, env={**os.environ, "ORDERS_BENCH_TIMEOUT": "10"})
+        rows = {}
+        with open(f"{prefix}_stats.csv", newline="") as stats:
+            for row in csv.DictReader(stats):
+                rows[row["Name"]] = row
+        total = rows["Aggregated"]
+
+        def number(key):
+            value = total.get(key)
+            return None if value in (None, "", "N/A") else float(value)
+
+        log_text = log.read_text(errors="replace") if log.exists() else ""
+        return {"rps": round(number("Requests/s"), 1), "p50_ms": number("50%"), "p99_ms": number("99%"),
+                "requests": int(number("Request Count")), "failures": int(number("Failure Count")),
+                "generator_cpu_percent": cpu,
+                # Locust says so itself when its process is short of CPU.
+                "cpu_warnings": log_text.count("CPU usage above")}
 
     def cluster_pids(self, service, instances):
         listing = self.run_dir / f"cluster-{instances}" / "cluster.json"
@@ -1092,7 +1170,7 @@ class Bench:
         return systems
 
     def run(self, scenario):
-        wanted = set(SCENARIOS) if scenario == "all" else {scenario}
+        wanted = set(SCENARIOS) - set(NOT_IN_ALL) if scenario == "all" else {scenario}
         if scenario == "half-rate":
             wanted.add("get-by-id")
         started = self.started = time.monotonic()
@@ -1129,10 +1207,13 @@ class Bench:
             for system in [s for s in systems if s in self.settings.peak_systems]:
                 print(f"== {system}: peak concurrency", flush=True)
                 self.guarded(self.phase_peak, system, self.settings.peak_rates, self.settings.peak_seconds)
-            if self.settings.peak_extended_users:
-                users = self.settings.peak_extended_users
-                print(f"== ours: ramp at 100 users/s on to {users} users", flush=True)
-                self.guarded(self.phase_peak, "ours", [100], users / 100 + 5, users, "-to-10k")
+        if wanted & {"peak", "peak-10k"} and self.settings.peak_extended_users:
+            users = self.settings.peak_extended_users
+            print(f"== ours: ramp at 100 users/s on to {users} users", flush=True)
+            self.guarded(self.phase_peak, "ours", [100], users / 100 + 5, users, "-to-10k")
+        if "locust-cross-check" in wanted:
+            print("== ours: Locust and users.py, side by side", flush=True)
+            self.guarded(self.phase_locust_cross_check)
         self.facts["duration_s"] = round(time.monotonic() - started, 1)
         self.facts["load_after"] = os.getloadavg()
         stop_everything()
@@ -1189,6 +1270,7 @@ class Bench:
                 "pymongo": pymongo.version,
                 "gunicorn": version([str(self.venv / "bin" / "gunicorn"), "--version"]),
                 "uvloop": package_version("uvloop"),
+                "locust": package_version("locust"),
                 "spin": version([self.spin, "--version"]) if self.spin else "not installed",
             },
             "settings": {k: v for k, v in vars(self.settings).items()},

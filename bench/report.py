@@ -65,8 +65,23 @@ def table(records):
         if r["scenario"].startswith("start-to-first-200"):
             lines.append(f"{r['scenario']} (ours): {fmt(r.get('ready_s'))} s")
         if r["scenario"].startswith("peak-concurrency"):
-            lines.append(f"{r['scenario']} ({r['system']}): {fmt(r.get('peak_users'))} users with 0 failures")
+            lines.append(f"{r['scenario']} ({r['system']}): {fmt(r.get('peak_users'))} users with 0 failures; "
+                         f"generator CPU {generator_cpu(r)}")
+        if r["scenario"].startswith("locust-cross-check"):
+            lo, us = r.get("locust") or {}, r.get("users_py") or {}
+            lines.append(f"{r['scenario']}: req/s users.py {fmt(us.get('rps'))} / Locust {fmt(lo.get('rps'))} = "
+                         f"{fmt(r.get('rps_ratio'))}x; p50 ms {fmt(us.get('p50_ms'))} / {fmt(lo.get('p50_ms'))} = "
+                         f"{fmt(r.get('p50_ratio'))}x; failures {fmt(us.get('failures'))} / {fmt(lo.get('failures'))}; "
+                         f"generator CPU {fmt(us.get('generator_cpu_percent'))}% / {fmt(lo.get('generator_cpu_percent'))}%")
     return "\n".join(lines)
+
+
+def generator_cpu(record):
+    """The generator's CPU, each process (100% = one core), then all of them with their parent."""
+    each = record.get("generator_cpu_percent") or []
+    total = (record.get("cpu_percent") or {}).get("generator")
+    text = "/".join(f"{v:.0f}%" for v in each) or "–"
+    return text + (f" (total {total:.0f}%)" if total is not None else "")
 
 
 def markdown_results(records):
@@ -189,9 +204,8 @@ def targets(records, facts):
                 "database query for 100 documents")
         if baseline:
             why += f" ({baseline.get('first_page_of_100_ms')} ms each in the database alone)"
-        why += (". The nginx template allows 4,096 connections per worker, fewer than 10,000 users hold. What would "
-                "move it: list pages that survive unrelated inserts, the database on its own machine, more cores, "
-                "and a higher worker_connections.")
+        why += (". What would move it: a faster store for the list pages and creates that miss the cache, the "
+                "database on its own machine, and more cores.")
         add(figure, "≥ 10,000 users", f"{peak.get('peak_users') or 0:,} users ({peak['scenario']})",
             (peak.get("peak_users") or 0) >= 10_000, why)
     else:
@@ -439,11 +453,43 @@ def markdown_peak(records):
     rows = [r for r in records if r["scenario"].startswith("peak-concurrency")]
     if not rows:
         return "_Not measured in this run._"
-    out = ["| run | system | peak users at 0 failures | users started | req/s | first failure |", "|---|---|---:|---:|---:|---|"]
+    out = ["| run | system | peak users at 0 failures | users started | req/s | first failure | CPU (100% = one core) | "
+           "generator CPU per process |", "|---|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         failure = (r.get("first_failures") or [{}])[0]
         text = f"{failure.get('reason')} at {failure.get('at_s')} s" if failure else "none"
-        out.append(f"| {r['scenario']} | {r['system']} | {fmt(r.get('peak_users'))} | {fmt(r.get('spawned'))} | {fmt(r['rps'])} | {text} |")
+        shares = ", ".join(f"{k} {v:.0f}%" for k, v in (r.get("cpu_percent") or {}).items() if v is not None)
+        out.append(f"| {r['scenario']} | {r['system']} | {fmt(r.get('peak_users'))} | {fmt(r.get('spawned'))} | {fmt(r['rps'])} | "
+                   f"{text} | {shares or '–'} | {generator_cpu(r)} |")
+    return "\n".join(out)
+
+
+def markdown_locust(records):
+    """users.py beside Locust itself: same users, spawn rate and duration, one process each."""
+    rows = [r for r in records if r["scenario"].startswith("locust-cross-check")]
+    if not rows:
+        return "_Not measured in this run (`bench/run.sh locust-cross-check`)._"
+    out = ["Both against `ours` set up as for `mixed`, a fresh database for each run; Locust runs bench/locustfile.py "
+           "(an `HttpUser`, `between(1, 3)`, GET and POST /orders), users.py the same model in one process. A ratio "
+           "near 1.00× means users.py generates the load Locust would; req/s below Locust's, or a p50 above it, would "
+           "be the generator's own doing. CPU is each generator's process time over the run (100% = one core).", "",
+           "| users (spawn/s, s) | req/s users.py / Locust | ratio | p50 ms users.py / Locust | ratio | "
+           "p99 ms users.py / Locust | failures users.py / Locust | generator CPU users.py / Locust | system CPU users.py / Locust run |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lo, us = r.get("locust") or {}, r.get("users_py") or {}
+
+        def pair(key, suffix=""):
+            return f"{fmt(us.get(key))}{suffix} / {fmt(lo.get(key))}{suffix}"
+
+        def ratio_cell(value):
+            return f"**{value:.2f}×**" if value is not None else "–"
+
+        system = " / ".join(f"{((x.get('cpu_percent') or {}).get('system') or 0):.0f}%" for x in (us, lo))
+        warned = f" (Locust warned of its CPU {lo['cpu_warnings']} times)" if lo.get("cpu_warnings") else ""
+        out.append(f"| {fmt(r.get('users'))} ({r.get('spawn_rate')}/s, {r.get('seconds')} s) | {pair('rps')} | "
+                   f"{ratio_cell(r.get('rps_ratio'))} | {pair('p50_ms')} | {ratio_cell(r.get('p50_ratio'))} | {pair('p99_ms')} | "
+                   f"{pair('failures')} | {pair('generator_cpu_percent', '%')}{warned} | {system} |")
     return "\n".join(out)
 
 
@@ -585,7 +631,9 @@ def markdown(records, facts, notes, scenario):
         f"{settings.get('mixed', {}).get('duration')} s. Peak concurrency: users start at 25/50/100 per s for "
         f"{settings.get('peak_seconds')} s; the result is the number of users running in the last whole second before "
         "the first failure (a status outside 2xx, an error, or no answer in 10 s). Ours runs as `orders cluster "
-        "--instances 2` (nginx + 2 runners + 1 sidecar) for it.",
+        "--instances 2 --max-connections 12288` (nginx + 2 runners + 1 sidecar) for it; nginx has 2 workers of "
+        "16,384 connections each (a busy user holds two), the generator raises its own open-files limit, and the "
+        "`-to-10k` run ramps on at 100 users/s to 10,000 (docs/capacity.md, \"Room for 10,000 users\").",
         "- Scaling: `orders cluster --instances 1, 2, 4`, get-by-id with wrk through nginx.",
         f"- On a budget: `orders up` pinned to CPU 0 (`taskset -c 0`), the generator pinned to CPU 1, "
         f"{settings.get('budget_rpm', 0):,} requests/minute of the user model (2.04 users per req/s) held for "
@@ -615,6 +663,10 @@ def markdown(records, facts, notes, scenario):
         "## Peak concurrency (user model)",
         "",
         markdown_peak(records),
+        "",
+        "## Locust cross-check (users.py beside Locust)",
+        "",
+        markdown_locust(records),
         "",
         "## Cost of the architecture",
         "",

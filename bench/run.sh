@@ -6,7 +6,10 @@
 #   bench/run.sh [SCENARIO|all] [--quick] [--no-build|--build-only]
 #
 # SCENARIO: get-by-id, get-by-id-cold, list, create, update, half-rate,
-# mixed, peak, scaling, budget, costs, embedded (default: all).
+# mixed, peak, scaling, budget, costs, embedded (default: all), and two that
+# `all` leaves out: peak-10k (only the ramp of `peak` on to 10,000 users,
+# ~3 minutes) and locust-cross-check (Locust itself beside users.py at 200
+# and 500 users, ~5 minutes).
 # --quick    small data and short runs (under 5 minutes): checks that the
 #            harness works end to end, as CI does; its numbers mean little.
 # --no-build use the binaries and components as they are.
@@ -36,7 +39,7 @@ for arg in "$@"; do
     --quick) QUICK=--quick ;;
     --no-build) BUILD=0 ;;
     --build-only) BUILD=only ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $arg (see bench/run.sh --help)" >&2; exit 2 ;;
     *) SCENARIO=$arg ;;
   esac
@@ -91,6 +94,12 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 if ! "$VENV/bin/python" -c "import flask, flask_pymongo, gunicorn, pymongo" 2>/dev/null; then
   "$VENV/bin/pip" install --quiet flask flask_pymongo gunicorn pymongo >&2
+fi
+# Locust itself, for locust-cross-check; pinned so that runs compare.
+LOCUST_VERSION=2.47.0
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('locust') != '$LOCUST_VERSION')" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet "locust==$LOCUST_VERSION" >&2 \
+    || echo "locust $LOCUST_VERSION did not install: locust-cross-check cannot run" >&2
 fi
 # A faster event loop for the user-model generator, when it installs.
 "$VENV/bin/python" -c "import uvloop" 2>/dev/null || "$VENV/bin/pip" install --quiet uvloop >&2 || true

@@ -20,6 +20,11 @@ Modes:
                      requests per ~4 s cycle), for the "40,000 requests per
                      minute" question.
 
+Each user's socket is one open file and, towards a loopback target, one
+ephemeral port: the generator raises its own open-files limit to the hard
+limit, and spreads users over source addresses 127.0.0.2, .3, ... when one
+address has too few ports for them (--source-addresses, normally worked out).
+
 A failure is a status outside 2xx, a connection error, or no answer within
 --timeout seconds. A request whose kept-alive connection the server had
 closed is sent once more on a new connection and counted as `retried`.
@@ -30,10 +35,12 @@ import argparse
 import array
 import asyncio
 import json
+import ipaddress
 import math
 import multiprocessing
 import os
 import random
+import resource
 import sys
 import time
 import urllib.parse
@@ -60,8 +67,10 @@ class Connection:
     """One user's keep-alive HTTP/1.1 connection: just enough client for
     JSON over loopback (Content-Length or chunked bodies), cheap per request."""
 
-    def __init__(self, host, port):
+    def __init__(self, host, port, source=None):
         self.host, self.port = host, port
+        # (address, 0) to connect from another loopback address, or None.
+        self.source = source
         self.reader = self.writer = None
 
     def close(self):
@@ -73,7 +82,7 @@ class Connection:
         """Sends one request; returns (status, whether an idle kept-alive connection was found closed)."""
         reused = self.writer is not None
         if not reused:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, local_addr=self.source)
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n{AUTHORIZATION}"
         if body:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -165,8 +174,11 @@ class Worker:
             if self.args.stop_on_failure:
                 self.stop_event.set()
 
-    async def user(self):
-        connection = Connection(self.host, self.port)
+    async def user(self, global_index):
+        source = None
+        if self.args.source_addresses > 1:
+            source = (f"127.0.0.{2 + global_index % self.args.source_addresses}", 0)
+        connection = Connection(self.host, self.port, source)
         try:
             while True:
                 await self.request(connection, "list", "GET")
@@ -188,7 +200,7 @@ class Worker:
                 break
             start_at = self.start + global_index / args.spawn_rate
             while global_index < args.users and start_at <= now:
-                users.append(asyncio.ensure_future(self.user()))
+                users.append(asyncio.ensure_future(self.user(global_index)))
                 self.spawned_at.append(now - self.start)
                 global_index += args.processes
                 start_at = self.start + global_index / args.spawn_rate
@@ -279,6 +291,8 @@ def summarize(args, parts):
                            for seen, sent, kind, reason in failures[:5]],
         "rps_per_second": per_second,
         "generator_cpu_percent": [round(100.0 * part["cpu_seconds"] / part["wall_seconds"], 1) for part in parts],
+        "open_files_limit": args.open_files_limit,
+        "source_addresses": args.source_addresses,
     }
     if failures:
         first = failures[0][0]
@@ -290,6 +304,43 @@ def summarize(args, parts):
     else:
         result["peak_users_ok"] = result["spawned"]
     return result
+
+
+def raise_open_files(needed):
+    """Raises this process's soft limit on open files to the hard one (the
+    workers inherit it); returns the limit in force. Past it, connect()
+    fails with EMFILE: a failure of the generator, not of the system."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def ephemeral_ports():
+    """How many local ports connect() may pick from (net.ipv4.ip_local_port_range)."""
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return high - low + 1
+    except (OSError, ValueError):
+        return 28_232  # Linux's default range, 32768-60999
+
+
+def source_addresses_needed(users, host):
+    """Loopback source addresses so that no address needs more than half its
+    ephemeral ports for one target (the rest: connections closed and waiting
+    in TIME_WAIT, and everything else on the machine). A target outside
+    127.0.0.0/8 cannot be reached from those addresses: one source then."""
+    try:
+        if not ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).version != 4:
+            return 1
+    except ValueError:
+        return 1
+    return max(1, min(250, math.ceil(users / (ephemeral_ports() // 2))))
 
 
 def main():
@@ -304,6 +355,8 @@ def main():
     parser.add_argument("--wait-min", type=float, default=1.0)
     parser.add_argument("--wait-max", type=float, default=3.0)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--source-addresses", type=int,
+                        help="connect from 127.0.0.2..N+1 in turn (default: as many as the ephemeral port range needs)")
     parser.add_argument("--out", help="also write the result JSON here")
     args = parser.parse_args()
     if args.target_rps:
@@ -314,6 +367,15 @@ def main():
     if not args.users:
         args.users = int(args.spawn_rate * args.duration)
     args.processes = max(1, min(args.processes, args.users))
+    host = urllib.parse.urlsplit(args.url).hostname
+    if args.source_addresses is None:
+        args.source_addresses = source_addresses_needed(args.users, host)
+    # A worker holds its users' sockets, the event loop's and a few more.
+    needed = math.ceil(args.users / args.processes) + 64
+    args.open_files_limit = raise_open_files(needed)
+    if args.open_files_limit < needed:
+        sys.exit(f"users.py: each process needs {needed} open files but the limit is {args.open_files_limit}; "
+                 f"raise the hard limit (ulimit -Hn) or use more --processes")
 
     context = multiprocessing.get_context("fork")
     stop_event = context.Event()

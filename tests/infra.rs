@@ -299,7 +299,7 @@ async fn nginx_production_config_in_front_of_the_product() {
     std::fs::write(blobs.join(zip), "signed content\n").unwrap();
     let mut config = read(&dir.path().join("orders.conf"));
     config = replace(&config, "worker_processes auto;", "worker_processes 1;");
-    config = replace(&config, "listen 80 default_server;", &format!("listen 127.0.0.1:{port} default_server;"));
+    config = replace(&config, "listen 80 default_server", &format!("listen 127.0.0.1:{port} default_server"));
     config = replace(&config, "alias /var/lib/orders/blobs/;", &format!("alias {}/;", blobs.display()));
     std::fs::write(dir.path().join("orders.conf"), config).unwrap();
     std::fs::write(

@@ -73,6 +73,13 @@ impl ClusterArgs {
 }
 
 pub async fn run(args: ClusterArgs, log: &str) -> Result<()> {
+    // nginx listens with SO_REUSEPORT (one socket per worker), which would
+    // share the port with another nginx of the same user instead of failing:
+    // make sure the port is free before starting anything.
+    drop(crate::config::bind(args.listen, "--listen").await?);
+    // nginx, the sidecars and the instances inherit it: nginx holds two
+    // descriptors per busy user (docs/capacity.md, "Room for 10,000 users").
+    crate::fd_limit::raise_to_hard();
     let data_dir = std::path::absolute(args.store.data_dir())?;
     crate::private_files::private_data_dir(&data_dir)?;
     if !args.runner.no_build {
@@ -100,7 +107,10 @@ pub async fn run(args: ClusterArgs, log: &str) -> Result<()> {
     table.write()?;
     println!(
         "orders cluster is serving on http://{} ({} instances, {} sidecars; processes in {})",
-        args.listen, args.instances, args.sidecars, data_dir.join("cluster.json").display()
+        args.listen,
+        args.instances,
+        args.sidecars,
+        data_dir.join("cluster.json").display()
     );
     if let Some(key) = admin_key {
         announce_admin_key(&key, &data_dir);
@@ -143,8 +153,15 @@ async fn first_start(role: &'static str, name: String, launch: Launch, table: &P
 
 /// Starts the sidecars and instances, each with its settings handed down
 /// whole in `<data-dir>/cluster/<name>.toml`, then nginx.
-async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Secret, log: &str, table: &ProcessTable,
-    processes: &mut Processes) -> Result<()> {
+async fn start(
+    args: &ClusterArgs,
+    data_dir: &Path,
+    manifest: &Path,
+    token: &Secret,
+    log: &str,
+    table: &ProcessTable,
+    processes: &mut Processes,
+) -> Result<()> {
     let settings_dir = data_dir.join("cluster");
     let mut store = args.store.clone();
     store.location.dir.data_dir = data_dir.to_path_buf();
@@ -198,10 +215,11 @@ async fn start(args: &ClusterArgs, data_dir: &Path, manifest: &Path, token: &Sec
     // down every instance answers 503: a short fail_timeout lets them back
     // in within a second of the sidecar's restart (a dead instance costs
     // only a refused connection per second, passed to the next).
-    let upstreams: String = instance_addresses.iter().map(|address| format!("        server {address} max_fails=3 fail_timeout=1s;\n")).collect();
+    let upstreams: String =
+        instance_addresses.iter().map(|address| format!("        server {address} max_fails=3 fail_timeout=1s;\n")).collect();
     let template_path = manifest_dir(manifest).join("infra/nginx/cluster.conf.template");
-    let template = std::fs::read_to_string(&template_path)
-        .with_context(|| format!("cannot read the nginx template {}", template_path.display()))?;
+    let template =
+        std::fs::read_to_string(&template_path).with_context(|| format!("cannot read the nginx template {}", template_path.display()))?;
     let config = template
         .replace("{{prefix}}", &nginx_dir.display().to_string())
         .replace("{{listen}}", &args.listen.to_string())

@@ -10,29 +10,37 @@ const RESERVED: u64 = 1024;
 /// past the hard limit) and warns when that is not enough.
 pub fn raise_for(max_connections: u64) {
     let wanted = max_connections.saturating_add(RESERVED);
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let reached = raise_soft_limit(wanted);
+    if reached < wanted {
+        tracing::warn!(
+            open_files = reached,
+            max_connections,
+            "the open-files limit is below --max-connections plus {RESERVED}; raise it (ulimit -n) or lower --max-connections"
+        );
+    }
+}
+
+/// Raises the soft limit to the hard one. For processes whose connections
+/// have no cap of their own (the sidecar: one per instance slot) and for
+/// `orders cluster`, whose children (nginx, sidecars, instances) inherit it.
+pub fn raise_to_hard() {
+    raise_soft_limit(u64::MAX);
+}
+
+/// Raises the soft limit towards `wanted`, never past the hard limit (which
+/// an unprivileged process cannot move); returns the soft limit in force.
+fn raise_soft_limit(wanted: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
+        return 0;
     }
     if limit.rlim_cur < wanted {
-        let raised = libc::rlimit {
-            rlim_cur: wanted.min(limit.rlim_max),
-            rlim_max: limit.rlim_max,
-        };
+        let raised = libc::rlimit { rlim_cur: wanted.min(limit.rlim_max), rlim_max: limit.rlim_max };
         // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             limit = raised;
         }
     }
-    if limit.rlim_cur < wanted {
-        tracing::warn!(
-            open_files = limit.rlim_cur,
-            max_connections,
-            "the open-files limit is below --max-connections plus {RESERVED}; raise it (ulimit -n) or lower --max-connections"
-        );
-    }
+    limit.rlim_cur
 }

@@ -17,10 +17,10 @@ use url::Url;
 
 use crate::auth_options::AuthOptions;
 use crate::bundle_options::ComponentBundleOptions;
-use crate::keys::{announce_admin_key, bootstrap_admin_key};
 use crate::components::build_if_stale;
 use crate::config::{DataDir, RunnerOptions, StoreOptions, bind, check_secret};
 use crate::fd_limit;
+use crate::keys::{announce_admin_key, bootstrap_admin_key};
 use crate::settings::secret::Secret;
 
 /// How the sidecar token is named in messages.
@@ -165,13 +165,20 @@ fn sidecar_route(sidecar_url: &Url, failover_urls: &[Url], timeout: Duration) ->
     Ok(SidecarRoute { authorities, first_byte_timeout: timeout })
 }
 
-fn load_app(runner: &RunnerOptions, data_dir: &std::path::Path, variables: HashMap<String, String>,
-    in_process: HashMap<String, Arc<dyn InProcessService>>, sidecar: SidecarRoute, metrics: RunnerMetrics) -> Result<Arc<AppShared>> {
+fn load_app(
+    runner: &RunnerOptions,
+    data_dir: &std::path::Path,
+    variables: HashMap<String, String>,
+    in_process: HashMap<String, Arc<dyn InProcessService>>,
+    sidecar: SidecarRoute,
+    metrics: RunnerMetrics,
+) -> Result<Arc<AppShared>> {
     if !runner.no_build {
         build_if_stale(&runner.manifest)?;
     }
     fd_limit::raise_for(runner.max_connections);
-    let manifest_path = if runner.manifest.is_absolute() { runner.manifest.clone() } else { std::env::current_dir()?.join(&runner.manifest) };
+    let manifest_path =
+        if runner.manifest.is_absolute() { runner.manifest.clone() } else { std::env::current_dir()?.join(&runner.manifest) };
     AppShared::load(
         AppConfig {
             manifest_path,
@@ -232,6 +239,8 @@ async fn serve_sidecar(listener: tokio::net::TcpListener, router: axum::Router) 
 }
 
 pub async fn sidecar(args: SidecarArgs) -> Result<()> {
+    // One connection per busy instance slot of every instance calling it, plus their idle pools.
+    fd_limit::raise_to_hard();
     let registry = Registry::default();
     let data_dir = args.store.data_dir();
     crate::private_files::private_data_dir(data_dir)?;
