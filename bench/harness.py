@@ -690,8 +690,12 @@ class Bench:
             port = free_port()
             argv = [str(self.venv / "bin" / "gunicorn"), "-w", "2", "--threads", "4", "-b", f"127.0.0.1:{port}",
                     "--chdir", str(BENCH / "peers" / "flask"), "--log-level", "warning", "app:app"]
+            # The same write concern as ours and the axum reference (majority,
+            # journaled), so that creates and updates compare like for like;
+            # the old deployment used the driver's default (w:1), whose cost
+            # the store baseline measures separately.
             service = Service("flask", taskset + argv, log_dir,
-                              env=clean_env(MONGO_URI=f"{mongo_uri}/{database}?directConnection=true"))
+                              env=clean_env(MONGO_URI=f"{mongo_uri}/{database}?directConnection=true&w=majority&journal=true"))
             service.base = f"http://127.0.0.1:{port}"
         elif system == "spin":
             token = "bench-" + os.urandom(12).hex()
