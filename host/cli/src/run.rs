@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use clap::Args;
-use orders_runner::{AppConfig, AppShared, Edge, InProcessService, MetricsSource, RunnerMetrics, SidecarRoute};
+use http_body_util::BodyExt;
+use orders_runner::{
+    AppConfig, AppShared, BoxError, Edge, InProcessService, MetricsSource, RunnerMetrics, ServiceBody, ServiceFuture, SidecarRoute,
+};
 use orders_sidecar::{Sidecar, call_router};
 use orders_telemetry::Registry;
 
@@ -145,8 +147,9 @@ pub fn random_token() -> Secret {
 struct SidecarInProcess(axum::Router);
 
 impl InProcessService for SidecarInProcess {
-    fn call(&self, request: http::Request<Bytes>) -> std::pin::Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>> {
-        Box::pin(call_router(self.0.clone(), request))
+    fn call(&self, request: http::Request<ServiceBody>) -> ServiceFuture {
+        let router = self.0.clone();
+        Box::pin(async move { call_router(router, request).await.map(|body| body.map_err(BoxError::from).boxed_unsync()) })
     }
 }
 
@@ -269,4 +272,40 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     println!("orders-instance listening on http://{} (ready in {} ms)", listener.local_addr()?, started.elapsed().as_millis());
     orders_runner::serve(listener, edge, shutdown_signal(), DRAIN).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::{SinkExt, channel::mpsc};
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    use super::*;
+
+    type Chunk = Result<Frame<Bytes>, BoxError>;
+
+    async fn next_data(body: &mut ServiceBody) -> Option<Bytes> {
+        body.frame().await.map(|frame| frame.expect("a frame").into_data().expect("data"))
+    }
+
+    /// The sidecar's in-process answer reaches the component while the
+    /// component is still writing its request: neither side is collected.
+    #[tokio::test]
+    async fn an_in_process_call_streams_both_ways() {
+        let echo = axum::Router::new().route("/v1/echo", axum::routing::post(|body: axum::body::Body| async move { body }));
+        let (mut request_body, receiver) = mpsc::channel::<Chunk>(1);
+        let request = http::Request::post("http://sidecar/v1/echo").body(StreamBody::new(receiver).boxed_unsync()).expect("request");
+        request_body.send(Ok(Frame::data(Bytes::from_static(b"first")))).await.expect("send");
+
+        let response = SidecarInProcess(echo).call(request).await;
+        assert_eq!(response.status(), 200);
+        let mut answer = response.into_body();
+        assert_eq!(next_data(&mut answer).await.as_deref(), Some(&b"first"[..]), "the answer began before the request ended");
+
+        request_body.send(Ok(Frame::data(Bytes::from_static(b"second")))).await.expect("send");
+        drop(request_body);
+        assert_eq!(next_data(&mut answer).await.as_deref(), Some(&b"second"[..]));
+        assert_eq!(next_data(&mut answer).await, None);
+    }
 }

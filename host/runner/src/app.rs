@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -45,10 +46,21 @@ pub type ComponentId = usize;
 /// component sets no first-byte timeout (the request timeout ends it sooner).
 const NETWORK_FIRST_BYTE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// The error of a body crossing an in-process call, whatever its side.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A body of an in-process call: read as it is written, in either direction.
+pub type ServiceBody = UnsyncBoxBody<Bytes, BoxError>;
+/// What an in-process call resolves to: the answer's head, its body to come.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = http::Response<ServiceBody>> + Send>>;
+
 /// A service the runner calls in-process when a component sends a request
 /// to its authority, skipping the TCP hop (the sidecar, beside the runner).
+/// Bodies stream both ways, as over TCP: the service reads the component's
+/// request body as the component writes it, and the component reads the
+/// answer's body as the service produces it, so a 100 MiB download holds a
+/// few chunks in memory, not the file.
 pub trait InProcessService: Send + Sync {
-    fn call(&self, request: http::Request<Bytes>) -> Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>>;
+    fn call(&self, request: http::Request<ServiceBody>) -> ServiceFuture;
 }
 
 /// How to load an application.
@@ -385,13 +397,15 @@ impl AppShared {
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         if let Some(service) = self.in_process.get(authority) {
-            let (parts, body) = request.into_parts();
-            let body = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) => return (Destination::Sidecar, Err(error)),
+            // The same first-byte deadline as the TCP hop: a store stuck
+            // behind the sidecar costs the call its store timeout.
+            let deadline = self.sidecar.deadline_for(&uri);
+            let request = request.map(|body| body.map_err(BoxError::from).boxed_unsync());
+            let outcome = match tokio::time::timeout(deadline, service.call(request)).await {
+                Ok(response) => Ok((response.map(|body| body.map_err(service_body_error).boxed_unsync()), done)),
+                Err(_) => Err(HttpError::ConnectionReadTimeout),
             };
-            let response = service.call(http::Request::from_parts(parts, body)).await;
-            return (Destination::Sidecar, Ok((response.map(full_body), done)));
+            return (Destination::Sidecar, outcome);
         }
         let to_sidecar = self.sidecar.serves(authority);
         let outcome = match uri.scheme_str() {
@@ -405,6 +419,15 @@ impl AppShared {
                 .map(|(response, io)| (response.map(|body| body.boxed_unsync()), Box::new(io) as IoFuture)),
         };
         (if to_sidecar { Destination::Sidecar } else { Destination::Network }, outcome)
+    }
+}
+
+/// A failed answer body, as the component will read it: the runner's own
+/// body errors (its request body cut, say) keep their code.
+fn service_body_error(error: BoxError) -> HttpError {
+    match error.downcast::<HttpError>() {
+        Ok(error) => *error,
+        Err(error) => HttpError::InternalError(Some(error.to_string())),
     }
 }
 

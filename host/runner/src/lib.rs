@@ -22,7 +22,7 @@ pub mod streams;
 pub mod variables;
 pub mod well_known;
 
-pub use app::{AppConfig, AppShared, InProcessService};
+pub use app::{AppConfig, AppShared, BoxError, InProcessService, ServiceBody, ServiceFuture};
 pub use limits::Limits;
 pub use metrics::RunnerMetrics;
 pub use server::{Edge, MetricsSource, serve};

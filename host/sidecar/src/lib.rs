@@ -233,15 +233,17 @@ pub fn process_metrics() -> String {
     )
 }
 
-/// Calls the router in-process with a fully buffered request.
-pub async fn call_router(router: axum::Router, request: http::Request<Bytes>) -> http::Response<Bytes> {
-    use http_body_util::BodyExt;
+/// Calls the router in-process. Neither body is collected: the handler
+/// reads the request's as the caller writes it, and the caller reads the
+/// answer's as the handler produces it (a blob streams from its file).
+pub async fn call_router<B>(router: axum::Router, request: http::Request<B>) -> http::Response<axum::body::Body>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     use tower::ServiceExt;
-    let response = match router.oneshot(request.map(axum::body::Body::from)).await {
+    match router.oneshot(request.map(axum::body::Body::new)).await {
         Ok(response) => response,
         Err(never) => match never {},
-    };
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.map(|collected| collected.to_bytes()).unwrap_or_default();
-    http::Response::from_parts(parts, bytes)
+    }
 }
