@@ -348,7 +348,7 @@ def targets(records, facts):
     if inst and inst.get("p50_us") is not None:
         add("per-request component instantiation, p50", "≤ 20 µs", f"{fmt(inst['p50_us'])} µs (p99 {fmt(inst.get('p99_us'))} µs)",
             inst["p50_us"] <= 20, "Instantiation takes a warm pooling-allocator slot (docs/request-path.md) and builds "
-            "the instance's WASI and HTTP context; the histogram's buckets are coarse below 25 µs. What would move it: "
+            "the instance's WASI and HTTP context; the p50 is interpolated within the histogram's 10–25–50 µs buckets. What would move it: "
             "a leaner per-request context (no WASI filesystem or environment the endpoint components never use).")
     else:
         add("per-request component instantiation, p50", "≤ 20 µs", None, False)
