@@ -620,6 +620,29 @@ def write(records, facts, notes, docs, scenario):
     (docs / "benchmarks.md").write_text(markdown(records, facts, notes, scenario))
 
 
+FLAME_GRAPHS = Path(__file__).resolve().parent.parent / "docs" / "images"
+
+
+def markdown_flame_graphs():
+    """Where a cached get-by-id's CPU goes, before and after the request-path work (bench/flamegraph.sh)."""
+    if not all((FLAME_GRAPHS / f"flame-{when}.svg").exists() for when in ("before", "after")):
+        return ""
+    return "\n".join([
+        "## Where a cached get-by-id's CPU goes",
+        "",
+        "`bench/flamegraph.sh` (perf with DWARF stacks, rendered by inferno) on `orders up`, embedded store, cached "
+        "`GET /orders/{id}` with `wrk -t1 -c16`. Guest code shows as `[perf-*.map]` (wasmtime's JIT code, no "
+        "symbols); host calls made from it start there. Before: the request path as the first full run measured it "
+        "(router component chained to the endpoint, default pooling allocator, hand-written metrics). After: this "
+        "commit. The numbers and each change's own measurement are in docs/request-path.md.",
+        "",
+        "| before | after |",
+        "|---|---|",
+        "| ![before](images/flame-before.svg) | ![after](images/flame-after.svg) |",
+        "",
+    ])
+
+
 def markdown(records, facts, notes, scenario):
     quick = facts.get("mode") == "quick"
     versions = facts.get("versions", {})
@@ -685,6 +708,7 @@ def markdown(records, facts, notes, scenario):
         "",
         targets(records, facts),
         "",
+        markdown_flame_graphs(),
         "## Every number",
         "",
         markdown_results(records),

@@ -21,6 +21,24 @@ async fn cluster_of_three_lists_its_processes_and_passes_the_contract() {
     assert!(checks >= 150);
 }
 
+/// The instances with the runner's method routing off (every `/orders`
+/// request through the orders router component, as under Spin).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_routing_through_the_router_passes_the_contract() {
+    let backends = Backends { extra_env: vec![("ORDERS_ROUTING".into(), "router".into())], ..Backends::default() };
+    let cluster = Cluster::start(ORDERS, 2, &backends).expect("orders cluster, routing by router");
+    let checks = contract::run(&cluster.api()).await;
+    assert!(checks >= 150, "only {checks} checks ran");
+    // The instances did chain through the router: its instantiations count.
+    let mut routed = 0;
+    for (_, _, address) in cluster.processes().expect("cluster.json").into_iter().filter(|(role, _, _)| role == "instance") {
+        let metrics = reqwest::get(format!("http://{address}/metrics")).await.expect("an instance's /metrics").text().await.expect("text");
+        let prefix = "orders_component_instantiation_seconds_count{function=\"orders-router\"} ";
+        routed += metrics.lines().find_map(|line| line.strip_prefix(prefix)).map_or(0, |count| count.trim().parse::<u64>().expect("a count"));
+    }
+    assert!(routed >= 100, "the contract's /orders requests should each have made a router instance; {routed} did");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_an_instance_mid_run_fails_no_get() {
     let cluster = Cluster::start(ORDERS, 3, &Backends::default()).expect("orders cluster");

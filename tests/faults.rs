@@ -140,8 +140,24 @@ async fn acknowledged_orders_survive_kill_9_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_store_answers_503_fast_applies_nothing_and_recovers() {
+    dead_store_answers_503_fast_applies_nothing_and_recovers_with("method").await;
+}
+
+/// The same through the orders router component (the path Spin takes): a
+/// chained call must pass the endpoint's 503 and `Retry-After` on unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_store_answers_503_fast_through_the_router_too() {
+    dead_store_answers_503_fast_applies_nothing_and_recovers_with("router").await;
+}
+
+async fn dead_store_answers_503_fast_applies_nothing_and_recovers_with(routing: &str) {
     let mut mongo = MongoServer::start().expect("MongoDB-wire server");
-    let backends = Backends { mongo_uri: Some(mongo.uri.clone()), mongo_database: Some("faults".into()), ..Backends::default() };
+    let backends = Backends {
+        mongo_uri: Some(mongo.uri.clone()),
+        mongo_database: Some("faults".into()),
+        extra_env: vec![("ORDERS_ROUTING".into(), routing.into())],
+        ..Backends::default()
+    };
     let product = Product::up(ORDERS, &backends).expect("orders up");
     let api = product.api();
     let before = api.get("/orders?limit=1000").await.body["orders"].as_array().map(Vec::len).unwrap_or(0);
