@@ -238,11 +238,12 @@ def targets(records, facts):
         text += "), the guest's HTTP handling through wasmtime-wasi-http's resources, and the sidecar call"
         if outbound:
             text += f" ({fmt(outbound)} µs mean, with its Redis round trip)"
-        text += (". The flame graph (docs/images/flame-after.svg) spreads that over wasmtime's canonical-ABI and "
-                 "resource-table work, the guest's own code, hyper, and glibc malloc, with no single hot spot. What "
-                 "would move it: serving cached documents without the Redis round trip (an in-process tier in front "
-                 "of Redis), one guest-to-host call for the sidecar request instead of a WASI HTTP exchange of "
-                 "resources, and more cores.")
+        text += (". The profile of `orders up` (docs/request-path.md, docs/images/flame-after.svg) has no frame "
+                 "above 3%: wasmtime about a quarter (the instance, the canonical ABI, resource tables), guest code "
+                 "about a fifth, glibc malloc/free and copies a seventh, the kernel's sockets a ninth; page faults and "
+                 "TLB shoot-downs are gone. What would move it: answering the sidecar call without building a WASI "
+                 "HTTP exchange of resources (recognising the sidecar's authority in the host first), serving cached "
+                 "documents without the Redis round trip (an in-process tier in front of Redis), and more cores.")
         return text
 
     cached = find(records, "get-by-id")

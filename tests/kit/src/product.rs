@@ -53,6 +53,7 @@ fn orders_command(orders_bin: &Path, args: &[&str], backends: &Backends, data_di
         }
     }
     command.env("ORDERS_LOG", "warn");
+    suite_routing(&mut command);
     if let Some(uri) = &backends.mongo_uri {
         command.env("ORDERS_MONGO_URI", uri);
     }
@@ -162,10 +163,21 @@ pub fn ensure_components_built() -> Result<()> {
     Ok(())
 }
 
+/// Runs a whole suite on one routing path: `ORDERS_TEST_ROUTING=router`
+/// sends every `/orders` request through the orders router component, the
+/// path Spin takes. A test's own `ORDERS_ROUTING` still wins: it is set
+/// after this.
+fn suite_routing(command: &mut Command) {
+    if let Ok(routing) = std::env::var("ORDERS_TEST_ROUTING") {
+        command.env("ORDERS_ROUTING", routing);
+    }
+}
+
 /// Any `orders` subcommand that prints a URL once it serves.
 pub fn start_orders(orders_bin: &str, args: &[&str], env: &[(&str, String)], log: &Path) -> Result<(OwnedProcess, String)> {
     let mut command = Command::new(orders_bin);
     command.current_dir(repo_root()).args(args).env("ORDERS_LOG", "info").stderr(std::fs::File::create(log)?);
+    suite_routing(&mut command);
     for (name, value) in env {
         command.env(name, value);
     }
