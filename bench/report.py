@@ -157,6 +157,20 @@ def per_request(record):
     return f"{value:,} CPU-µs per request" if value else "CPU per request not measured"
 
 
+# Why list pages miss under a slow store, read from the cache counters of a run.
+PAGE_FILLS_REFUSED = ("A list page is cached only if no insert landed while its query ran (the cache refuses a page fill "
+                      "once the tail counter moved, docs/adr/0015); when the store is slow, creates land during nearly "
+                      "every page query, so the fills are refused and the pages keep missing (see the cache counts). "
+                      "A fill that accepts tail moves above the page's last id would keep full pages warm")
+
+
+def cache_text(record):
+    cache = ((record or {}).get("product_metrics") or {}).get("cache") or {}
+    if not cache:
+        return ""
+    return f"cache hits / misses {int(cache.get('hit', 0)):,} / {int(cache.get('miss', 0)):,}"
+
+
 def store_text(record):
     metrics = (record or {}).get("product_metrics") or {}
     ops = metrics.get("store_by_operation")
@@ -195,13 +209,12 @@ def targets(records, facts):
                          "http_503`), so slow storage takes every instance out and clients get 502")
         if trouble.get("worker_connections_exhausted"):
             parts.append(f"nginx ran out of worker_connections {trouble['worker_connections_exhausted']:,} times")
-        parts += [cpu_text(peak), generator_text(peak), store_text(peak)]
+        parts += [cpu_text(peak), generator_text(peak), store_text(peak), cache_text(peak)]
         why = "; ".join(p for p in parts if p) + ". "
         why += ("Note that 100 users/s for 60 s starts only 6,000 users, so the target needs a longer ramp "
                 "(the `-to-10k` run ramps on to 10,000). Each user sends a list page and a create every ~4 s, so "
                 "10,000 users are ~5,000 req/s on this 2-core machine, which also runs SecantusDB, Redis, nginx and "
-                "the generator. The list pages come from the cache (they survive inserts, docs/adr/0015), so the "
-                "creates, one durable database write each, are what the store must keep up with")
+                "the generator. " + PAGE_FILLS_REFUSED)
         if baseline:
             why += f" (the database alone: {baseline.get('inserts_per_s_16_threads', 0):,} inserts/s from 16 threads)"
         why += (". Connection limits no longer stop the ramp (docs/capacity.md, \"Room for 10,000 users\"). What "
@@ -317,13 +330,13 @@ def targets(records, facts):
             why += (f"{budget.get('users', 0):,} users were running, but the model is closed-loop: each user waits for "
                     f"its answer (p50 {fmt(budget['p50_ms'])} ms) before thinking again, so slow answers lowered the "
                     "rate. ")
-        why += "; ".join(p for p in (cpu_text(budget), generator_text(budget), store_text(budget)) if p) + ". "
+        why += "; ".join(p for p in (cpu_text(budget), generator_text(budget), store_text(budget), cache_text(budget)) if p) + ". "
         if scenario.endswith("embedded"):
             why += ("Runner, sidecar and SQLite share the one core; what would move it: less CPU per request.")
         else:
-            why += ("The pinned process (runner + sidecar) is not the limit when the store time dominates: list "
-                    "pages come from the cache, but every create is a durable write the database serializes. What "
-                    "would move it: a store that commits writes in groups, on cores of its own.")
+            why += ("The pinned process (runner + sidecar) is not the limit when the store time dominates. "
+                    + PAGE_FILLS_REFUSED + ". What would move it: that fill rule, and a store that commits writes "
+                    "in groups, on cores of its own.")
         add(figure, "0 errors, p99 ≤ 50 ms", measured, ok, why)
 
     rss_values = []
