@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orders_sidecar::cache::memory::MemoryCache;
 use orders_sidecar::cache::redis::RedisCache;
-use orders_sidecar::cache::{Cache, EntryKind};
+use orders_sidecar::cache::{Cache, Entry, EntryKind};
 use orders_sidecar::data::DataService;
 use orders_sidecar::metrics::SidecarMetrics;
 use orders_sidecar::store::sqlite::SqliteStore;
@@ -134,6 +134,44 @@ async fn full_pages_stay_cached_through_inserts(service: Service) {
     assert_eq!(all_pages(data).await, store_pages(data).await);
 }
 
+/// A page read from the store while another request inserts, filled after
+/// the insert moved the tail (as under a slow store): a full page ending at
+/// or below the top its lookup saw is kept, since the insert landed above
+/// that top; a full page ending above it, and the last page, are not.
+async fn full_pages_read_during_an_insert_are_kept(service: Service) {
+    let (data, cache) = (&service.data, &*service.cache);
+    let page_key = |after: Option<&str>| format!("{}:{PAGE}", after.unwrap_or(""));
+    for quantity in 0..5 {
+        insert(data, quantity).await;
+    }
+    let before_most = cache.lookup(ORDERS, EntryKind::Page, &page_key(None)).await.expect("lookup").generation;
+    for quantity in 5..25 {
+        insert(data, quantity).await;
+    }
+    let seen = cache.lookup(ORDERS, EntryKind::Page, &page_key(None)).await.expect("lookup").generation;
+    let read = {
+        let mut pages = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..3 {
+            let docs = data.store().list(ORDERS, after.as_deref(), PAGE).await.expect("list");
+            let next = docs.last().and_then(|doc| doc["_id"].as_str()).map(str::to_owned);
+            pages.push((after, docs));
+            after = next;
+        }
+        pages
+    };
+    insert(data, 100).await;
+    for (number, (after, docs), seen) in [(0, &read[0], &seen), (1, &read[1], &before_most), (2, &read[2], &seen)] {
+        let ids: Vec<&str> = docs.iter().map(|doc| doc["_id"].as_str().expect("id")).collect();
+        let entry = Entry::page(&ids, after.as_deref(), PAGE);
+        let value = json!({ "docs": docs }).to_string();
+        cache.fill(ORDERS, &entry, &page_key(after.as_deref()), seen, &value).await.expect("fill");
+        let kept = cached(cache, after.as_deref()).await;
+        assert_eq!(kept, number == 0, "page {number}: only the full page ending below the top seen is kept");
+    }
+    assert_eq!(all_pages(data).await, store_pages(data).await);
+}
+
 /// Writers and readers at once: after each of its writes (insert, update,
 /// delete of its own orders) is acknowledged, a writer's reads through the
 /// cache see it while the others keep inserting, and at the end every page
@@ -198,4 +236,4 @@ macro_rules! both_caches {
     };
 }
 
-both_caches!(full_pages_stay_cached_through_inserts, no_stale_read_under_concurrent_writes);
+both_caches!(full_pages_stay_cached_through_inserts, full_pages_read_during_an_insert_are_kept, no_stale_read_under_concurrent_writes);

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 
 use super::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup};
 
-/// A collection's counters (see the cache module's comment).
-#[derive(Default, Clone)]
+/// A collection's counters (see the cache module's comment); a lookup hands
+/// them out as its `Generation` and a fill reads them back.
+#[derive(Default, Clone, PartialEq, Eq, Debug)]
 struct Counters {
     generation: u64,
     tail: u64,
@@ -19,7 +20,32 @@ struct Counters {
 
 impl Counters {
     fn seen(&self) -> Generation {
-        Generation(format!("{}:{}", self.generation, self.tail))
+        Generation(format!("{}:{}:{}", self.generation, self.tail, self.top.as_deref().unwrap_or_default()))
+    }
+
+    /// The counters a lookup handed out; `None` for a foreign encoding,
+    /// which no fill may trust.
+    fn from_seen(seen: &Generation) -> Option<Self> {
+        let mut parts = seen.0.splitn(3, ':');
+        let generation = parts.next()?.parse().ok()?;
+        let tail = parts.next()?.parse().ok()?;
+        let top = parts.next()?;
+        Some(Self { generation, tail, top: (!top.is_empty()).then(|| top.to_owned()) })
+    }
+
+    /// Whether `entry`, read from the store after a lookup saw `seen`, may
+    /// be kept now. Any write since moved the generation or the tail; a tail
+    /// move means only inserts above the top seen, which a full page ending
+    /// at or below that top cannot hold.
+    fn admit(&self, entry: &Entry, seen: &Counters) -> bool {
+        if self.generation != seen.generation {
+            return false;
+        }
+        match entry {
+            Entry::Doc => true,
+            Entry::LastPage { .. } => self.tail == seen.tail,
+            Entry::FullPage { last } => self.tail == seen.tail || seen.top.as_deref().is_some_and(|top| last.as_str() <= top),
+        }
     }
 
     fn raise_top(&mut self, id: &str) {
@@ -36,6 +62,14 @@ struct Stored {
     /// The tail counter a last page was filled under; full pages and
     /// documents outlive tail moves.
     tail: Option<u64>,
+}
+
+impl Stored {
+    /// A page is served only while no write retired it: a document is
+    /// deleted by its own write instead.
+    fn is_current(&self, kind: EntryKind, counters: &Counters) -> bool {
+        kind == EntryKind::Doc || (self.generation == counters.generation && self.tail.is_none_or(|tail| tail == counters.tail))
+    }
 }
 
 #[derive(Default)]
@@ -68,7 +102,7 @@ impl State {
             c != collection
                 || match kind {
                     EntryKind::Doc => key != id,
-                    EntryKind::Page => stored.generation == now.generation && stored.tail.is_none_or(|tail| tail == now.tail),
+                    EntryKind::Page => stored.is_current(*kind, &now),
                 }
         });
     }
@@ -87,10 +121,7 @@ impl Cache for MemoryCache {
             .entries
             .get(&(collection.to_owned(), kind, key.to_owned()))
             .filter(|stored| stored.at.elapsed() < self.ttl)
-            // A document is deleted by its own write; a page must still be current.
-            .filter(|stored| {
-                kind == EntryKind::Doc || (stored.generation == counters.generation && stored.tail.is_none_or(|t| t == counters.tail))
-            })
+            .filter(|stored| stored.is_current(kind, &counters))
             .map(|stored| stored.value.clone());
         Ok(Lookup { value, generation: counters.seen() })
     }
@@ -98,12 +129,7 @@ impl Cache for MemoryCache {
     async fn fill(&self, collection: &str, entry: &Entry, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
         let mut counters = state.counters(collection);
-        let current = counters.seen();
-        let unmoved = match entry {
-            Entry::Doc => current.0.split(':').next() == seen.0.split(':').next(),
-            Entry::FullPage { .. } | Entry::LastPage { .. } => current == *seen,
-        };
-        if !unmoved {
+        if !Counters::from_seen(seen).is_some_and(|seen| counters.admit(entry, &seen)) {
             return Ok(());
         }
         let tail = match entry {
@@ -241,6 +267,31 @@ mod tests {
         cache.inserted("orders", "b").await.unwrap();
         cache.fill("orders", &full("c"), "first", &seen, "a,c").await.unwrap();
         assert_eq!(page(&cache, "first").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_full_page_read_while_inserts_land_above_the_top_is_kept() {
+        let cache = cache();
+        cache.inserted("orders", "m").await.unwrap();
+        let seen = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        // Read from the store here, then "x" lands above the top "m" the
+        // lookup saw: it cannot belong in a page ending at "f".
+        cache.inserted("orders", "x").await.unwrap();
+        cache.fill("orders", &full("f"), "first", &seen, "a..f").await.unwrap();
+        cache.fill("orders", &Entry::LastPage { top: "w".into() }, "f:2", &seen, "g..w").await.unwrap();
+        assert_eq!(page(&cache, "first").await.as_deref(), Some("a..f"));
+        assert_eq!(page(&cache, "f:2").await, None, "the last page may lack the insert");
+        // The same page ending above the top seen may lack it too.
+        cache.fill("orders", &full("n"), "second", &seen, "g..n").await.unwrap();
+        assert_eq!(page(&cache, "second").await, None);
+    }
+
+    #[test]
+    fn counters_read_back_from_what_a_lookup_handed_out() {
+        for counters in [Counters::default(), Counters { generation: 7, tail: 3, top: Some("65f0a1b2c3d4e5f601234567".into()) }] {
+            assert_eq!(Counters::from_seen(&counters.seen()), Some(counters));
+        }
+        assert_eq!(Counters::from_seen(&Generation("7".into())), None);
     }
 
     #[tokio::test]

@@ -20,16 +20,19 @@
 //! full page a tail move leaves in place ends at or below the old top, so
 //! below the new id: the insert cannot belong in it. A page fill also needs
 //! the tail unmoved since its lookup, so a page read before an insert and
-//! filled after it is never kept.
+//! filled after it is never kept — unless it is full and ends at or below
+//! the top that lookup saw: every insert that moved the tail since landed
+//! above that top, outside the page. (Without that, under a slow store and
+//! steady inserts almost every page fill was refused.)
 
 pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
 
-/// The counters a reader saw when it missed (generation and tail, in the
-/// backend's own encoding); filling the cache is only accepted while they
-/// are still current.
+/// The counters a reader saw when it missed (generation, tail and top, in
+/// the backend's own encoding); a fill is accepted only while they still
+/// admit it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation(pub String);
 

@@ -34,19 +34,21 @@ const LOOKUP: &str = r#"
 local value
 if kind == 'doc' then value = redis.call('GET', doc_key)
 else value = redis.call('GET', full_key) or redis.call('GET', last_key) end
-return {generation .. ':' .. tail, value}
+return {generation .. ':' .. tail .. ':' .. (top or ''), value}
 "#;
 
 /// ARGV[5]: the counters seen, ARGV[6]: the value, ARGV[7]: its TTL,
 /// ARGV[8]: for a page, the id that becomes the top if it is above it.
+/// A full page ending at or below the top seen survives a tail move: only
+/// inserts above that top moved it.
 const FILL: &str = r#"
-local seen_generation, seen_tail = string.match(ARGV[5], '^([^:]*):([^:]*)$')
+local seen_generation, seen_tail, seen_top = string.match(ARGV[5], '^([^:]*):([^:]*):(.*)$')
 if generation ~= seen_generation then return 0 end
 if kind == 'doc' then
   redis.call('SET', doc_key, ARGV[6], 'EX', ARGV[7])
   return 1
 end
-if tail ~= seen_tail then return 0 end
+if tail ~= seen_tail and not (kind == 'full' and seen_top ~= '' and ARGV[8] <= seen_top) then return 0 end
 if not top or ARGV[8] > top then redis.call('SET', base .. ':top', ARGV[8]) end
 if kind == 'full' then redis.call('SET', full_key, ARGV[6], 'EX', ARGV[7])
 else redis.call('SET', last_key, ARGV[6], 'EX', ARGV[7]) end
