@@ -157,11 +157,10 @@ def per_request(record):
     return f"{value:,} CPU-µs per request" if value else "CPU per request not measured"
 
 
-# Why list pages miss under a slow store, read from the cache counters of a run.
-PAGE_FILLS_REFUSED = ("A list page is cached only if no insert landed while its query ran (the cache refuses a page fill "
-                      "once the tail counter moved, docs/adr/0015); when the store is slow, creates land during nearly "
-                      "every page query, so the fills are refused and the pages keep missing (see the cache counts). "
-                      "A fill that accepts tail moves above the page's last id would keep full pages warm")
+# How list pages meet inserts, for reading the cache counts of a mixed run.
+LIST_PAGES_AND_INSERTS = ("List pages: a full page stays cached through inserts, and one read while inserts landed is "
+                          "still kept when it ends at or below the newest id its lookup knew; the collection's last "
+                          "page is read anew after every insert (docs/adr/0015)")
 
 
 def cache_text(record):
@@ -214,9 +213,10 @@ def targets(records, facts):
         why += ("Note that 100 users/s for 60 s starts only 6,000 users, so the target needs a longer ramp "
                 "(the `-to-10k` run ramps on to 10,000). Each user sends a list page and a create every ~4 s, so "
                 "10,000 users are ~5,000 req/s on this 2-core machine, which also runs SecantusDB, Redis, nginx and "
-                "the generator. " + PAGE_FILLS_REFUSED)
+                "the generator")
         if baseline:
             why += f" (the database alone: {baseline.get('inserts_per_s_16_threads', 0):,} inserts/s from 16 threads)"
+        why += ". " + LIST_PAGES_AND_INSERTS
         why += (". Connection limits no longer stop the ramp (docs/capacity.md, \"Room for 10,000 users\"). What "
                 "would move it: the database on its own machine (or one that commits in groups), and more cores.")
         add(figure, "≥ 10,000 users", f"{peak.get('peak_users') or 0:,} users ({peak['scenario']})",
@@ -335,8 +335,8 @@ def targets(records, facts):
             why += ("Runner, sidecar and SQLite share the one core; what would move it: less CPU per request.")
         else:
             why += ("The pinned process (runner + sidecar) is not the limit when the store time dominates. "
-                    + PAGE_FILLS_REFUSED + ". What would move it: that fill rule, and a store that commits writes "
-                    "in groups, on cores of its own.")
+                    + LIST_PAGES_AND_INSERTS + ". What would move it: a store that commits writes in groups, on "
+                    "cores of its own.")
         add(figure, "0 errors, p99 ≤ 50 ms", measured, ok, why)
 
     rss_values = []

@@ -867,18 +867,19 @@ mod keys {
     }
 
     async fn the_audit_trail_is_read_in_order_from_a_time(keys: Arc<dyn KeyStore>) {
-        for (at_ms, target) in [(100, "a"), (200, "b"), (200, "c"), (300, "d")] {
-            keys.append_audit(&AuditEntry {
-                at_ms,
-                actor: "key:key_1".into(),
-                operation: "order.update".into(),
-                target: Some(target.into()),
-                status: 200,
-                request_id: (target != "d").then(|| format!("req-{target}")),
-            })
-            .await
-            .expect("append");
-        }
+        let entry = |at_ms, target: &str| AuditEntry {
+            at_ms,
+            actor: "key:key_1".into(),
+            operation: "order.update".into(),
+            target: Some(target.into()),
+            status: 200,
+            request_id: (target != "d").then(|| format!("req-{target}")),
+        };
+        // One alone, two in one batch (kept in their order), none, one more.
+        keys.append_audit(&[entry(100, "a")]).await.expect("append");
+        keys.append_audit(&[entry(200, "b"), entry(200, "c")]).await.expect("append");
+        keys.append_audit(&[]).await.expect("append nothing");
+        keys.append_audit(&[entry(300, "d")]).await.expect("append");
         let targets = |entries: Vec<AuditEntry>| entries.into_iter().map(|e| e.target.unwrap_or_default()).collect::<Vec<_>>();
         assert_eq!(targets(keys.audit_since(0, 100).await.expect("read")), ["a", "b", "c", "d"]);
         assert_eq!(targets(keys.audit_since(200, 100).await.expect("read")), ["b", "c", "d"]);

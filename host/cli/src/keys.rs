@@ -167,14 +167,14 @@ pub async fn run(args: KeysArgs) -> Result<()> {
             let keys = open_keys(&args.store).await?;
             match keys.revoke_key(&args.id_or_name, now_ms()).await? {
                 Revoked::Done(key) => {
-                    keys.append_audit(&AuditEntry {
+                    keys.append_audit(&[AuditEntry {
                         at_ms: now_ms(),
                         actor: CLI_ACTOR.into(),
                         operation: "key.revoke".into(),
                         target: Some(key.id.clone()),
                         status: 200,
                         request_id: None,
-                    })
+                    }])
                     .await?;
                     println!(
                         "revoked key {} ({}); every instance refuses it within 2 s",

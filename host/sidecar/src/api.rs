@@ -64,6 +64,11 @@ pub struct ApiFailure {
 #[derive(Clone)]
 struct FailureDetail(String);
 
+/// The id a create gave its document, carried on the response for the
+/// audit trail (so it need not read the body back).
+#[derive(Clone)]
+pub struct CreatedId(pub String);
+
 impl ApiFailure {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), retry_after_secs: None, detail: None }
@@ -250,7 +255,12 @@ async fn insert(State(state): State<ApiState>, Path(collection): Path<String>, h
         let Json(body) = body;
         let idempotency = body.idempotency.map(|i| Idempotency { key: i.key, fingerprint: i.fingerprint });
         match state.data.insert(&collection, body.fields, idempotency).await? {
-            InsertOutcome::Created(doc) => Ok((StatusCode::CREATED, Json(Inserted { doc, replayed: false })).into_response()),
+            InsertOutcome::Created(doc) => {
+                let created = CreatedId(crate::data::doc_id(&doc).to_owned());
+                let mut response = (StatusCode::CREATED, Json(Inserted { doc, replayed: false })).into_response();
+                response.extensions_mut().insert(created);
+                Ok(response)
+            }
             InsertOutcome::Replayed(doc) => Ok((StatusCode::OK, Json(Inserted { doc, replayed: true })).into_response()),
             InsertOutcome::KeyConflict => {
                 Err(ApiFailure::new(ErrorCode::IdempotencyConflict, "this idempotency key was used with another request"))

@@ -188,6 +188,6 @@ impl DataService {
     }
 }
 
-fn doc_id(doc: &Doc) -> &str {
+pub(crate) fn doc_id(doc: &Doc) -> &str {
     doc.get("_id").and_then(Value::as_str).unwrap_or_default()
 }

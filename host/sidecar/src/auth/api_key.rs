@@ -74,14 +74,14 @@ pub async fn create_key(
         revoked_ms: None,
     };
     keys.create_key(&record).await?;
-    keys.append_audit(&AuditEntry {
+    keys.append_audit(&[AuditEntry {
         at_ms: record.created_ms,
         actor: actor.to_owned(),
         operation: "key.create".into(),
         target: Some(record.id.clone()),
         status: 201,
         request_id: None,
-    })
+    }])
     .await?;
     Ok(CreatedKey { record, text })
 }

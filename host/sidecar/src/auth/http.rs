@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -21,7 +20,7 @@ use super::Auth;
 use super::clock::{now_ms, rfc3339};
 use super::limiter::{FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW_SECS, Window};
 use super::verifier::{Principal, Refused};
-use crate::api::ApiFailure;
+use crate::api::{ApiFailure, CreatedId};
 use crate::store::keys::AuditEntry;
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -199,20 +198,10 @@ async fn audit_write(
     response: Response,
 ) -> Response {
     let status = response.status();
-    let (response, target) = if write.target.is_none() {
-        if status != StatusCode::CREATED {
-            return response;
-        }
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .unwrap_or_default();
-        let id = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["doc"]["_id"].as_str().map(str::to_owned));
-        (Response::from_parts(parts, Body::from(bytes)), id)
-    } else {
-        (response, write.target)
+    let target = match write.target {
+        Some(id) => Some(id),
+        None if status == StatusCode::CREATED => response.extensions().get::<CreatedId>().map(|created| created.0.clone()),
+        None => return response,
     };
     let entry = AuditEntry {
         at_ms: now_ms(),
@@ -223,8 +212,9 @@ async fn audit_write(
         request_id,
     };
     // The write stands either way; a gap in the trail is reported loudly.
-    if let Err(error) = auth.keys.append_audit(&entry).await {
-        tracing::error!(operation = entry.operation, target = entry.target, %error, "an accepted write could not be recorded in the audit trail");
+    let (operation, target) = (entry.operation.clone(), entry.target.clone());
+    if let Err(error) = auth.audit.record(entry).await {
+        tracing::error!(operation = operation.as_str(), target = target.as_deref(), %error, "an accepted write could not be recorded in the audit trail");
     }
     response
 }

@@ -5,6 +5,7 @@
 //! recorded in the audit trail.
 
 pub mod api_key;
+pub mod audit_trail;
 pub mod clock;
 pub mod http;
 pub mod jwt;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::keys::KeyStore;
+use audit_trail::AuditTrail;
 use limiter::Limiter;
 use verifier::Verifier;
 
@@ -43,11 +45,14 @@ impl Default for AuthSettings {
 pub struct Auth {
     pub settings: AuthSettings,
     pub keys: Arc<dyn KeyStore>,
+    /// Where accepted writes are recorded (batched: see its module).
+    pub audit: AuditTrail,
     pub verifier: Verifier,
     pub limiter: Limiter,
 }
 
 impl Auth {
+    /// Starts the audit trail's writer: call it on the Tokio runtime.
     pub fn new(
         settings: AuthSettings,
         keys: Arc<dyn KeyStore>,
@@ -57,6 +62,7 @@ impl Auth {
         let jwt = settings.jwt.clone().map(jwt::JwtVerifier::new);
         Self {
             verifier: Verifier::new(keys.clone(), jwt, timeout),
+            audit: AuditTrail::start(keys.clone()),
             settings,
             keys,
             limiter,

@@ -84,7 +84,9 @@ pub trait KeyStore: Send + Sync {
     async fn revoke_key(&self, id_or_name: &str, at_ms: i64) -> StoreResult<Revoked>;
     /// Records that the key was used (callers do this at most once a minute per key).
     async fn touch_key(&self, id: &str, at_ms: i64) -> StoreResult<()>;
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Appends `entries` in order, in one commit where the store allows
+    /// (one transaction in SQLite, one `insertMany` in MongoDB).
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()>;
     /// Entries at or after `since_ms`, oldest first, at most `limit`.
     async fn audit_since(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 }

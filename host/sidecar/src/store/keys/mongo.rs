@@ -61,6 +61,22 @@ fn key_from_document(document: &Document) -> KeyRecord {
     }
 }
 
+fn document_from_entry(entry: &AuditEntry) -> Document {
+    let mut document = doc! {
+        "at_ms": entry.at_ms,
+        "actor": &entry.actor,
+        "operation": &entry.operation,
+        "status": i64::from(entry.status),
+    };
+    if let Some(target) = &entry.target {
+        document.insert("target", target);
+    }
+    if let Some(request_id) = &entry.request_id {
+        document.insert("request_id", request_id);
+    }
+    document
+}
+
 fn entry_from_document(document: &Document) -> AuditEntry {
     AuditEntry {
         at_ms: optional_i64(document, "at_ms").unwrap_or_default(),
@@ -224,24 +240,11 @@ impl KeyStore for MongoKeys {
             .map_err(unavailable)
     }
 
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        let mut document = doc! {
-            "at_ms": entry.at_ms,
-            "actor": &entry.actor,
-            "operation": &entry.operation,
-            "status": i64::from(entry.status),
-        };
-        if let Some(target) = &entry.target {
-            document.insert("target", target);
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
         }
-        if let Some(request_id) = &entry.request_id {
-            document.insert("request_id", request_id);
-        }
-        self.audit()
-            .insert_one(document)
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        self.audit().insert_many(entries.iter().map(document_from_entry)).await.map(drop).map_err(unavailable)
     }
 
     async fn audit_since(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {

@@ -178,14 +178,21 @@ impl KeyStore for SqliteKeys {
             .map_err(|e| unavailable(e.0))
     }
 
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        let entry = entry.clone();
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        let entries = entries.to_vec();
         self.db
             .run(move |connection| {
-                connection
-                    .prepare_cached("INSERT INTO audit (at_ms, actor, operation, target, status, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                    .execute(params![entry.at_ms, entry.actor, entry.operation, entry.target, entry.status, entry.request_id])
-                    .map(drop)
+                // One transaction: one fsync for the whole batch.
+                let transaction = connection.transaction()?;
+                {
+                    let mut insert = transaction.prepare_cached(
+                        "INSERT INTO audit (at_ms, actor, operation, target, status, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for entry in &entries {
+                        insert.execute(params![entry.at_ms, entry.actor, entry.operation, entry.target, entry.status, entry.request_id])?;
+                    }
+                }
+                transaction.commit()
             })
             .await
             .map_err(|e| unavailable(e.0))
