@@ -37,6 +37,30 @@ pub fn client_address(peer: Option<&str>, forwarded: Option<&str>) -> Option<Str
     }
 }
 
+/// The headers of a request chained on to another component: the caller's,
+/// less those Spin sets anew (`spin-*`, `host`), with `X-Forwarded-For`
+/// replaced by the one client address resolved here. The callee's peer is
+/// Spin's `0.0.0.0:0`, so it takes that header's last entry as the client:
+/// passed on as sent, it would let a remote client that reaches Spin
+/// directly name any address and dodge the per-address throttle.
+pub fn chained_headers(headers: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let text = |name: &str| {
+        headers.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, value)| std::str::from_utf8(value).ok())
+    };
+    let client = client_address(text("spin-client-addr"), text(FORWARDED_FOR));
+    let mut chained: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .filter(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            !name.starts_with("spin-") && name != "host" && name != FORWARDED_FOR
+        })
+        .collect();
+    chained.extend(client.map(|client| (FORWARDED_FOR.to_owned(), client.into_bytes())));
+    chained
+}
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
 /// The client's refusal, when the sidecar refused the caller (not the component).
 pub fn refusal(response: &Response) -> Option<ApiError> {
     if !matches!(*response.status(), 401 | 403 | 429) {
@@ -68,5 +92,38 @@ mod tests {
         assert_eq!(client_address(Some("127.0.0.1:5000"), Some("not-an-ip")).as_deref(), Some("127.0.0.1"));
         assert_eq!(client_address(None, Some("203.0.113.7")), None);
         assert_eq!(client_address(Some("0.0.0.0:0"), Some("203.0.113.7")).as_deref(), Some("203.0.113.7"), "a chained request");
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs.iter().map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec())).collect()
+    }
+
+    /// What the callee of a chained request resolves as the client.
+    fn callee_sees(chained: &[(String, Vec<u8>)]) -> Option<String> {
+        let forwarded = chained.iter().find(|(name, _)| name == FORWARDED_FOR).map(|(_, v)| std::str::from_utf8(v).expect("text"));
+        client_address(Some("0.0.0.0:0"), forwarded)
+    }
+
+    #[test]
+    fn a_chained_request_names_the_client_the_router_resolved() {
+        // A remote client reaching Spin directly, forging the header.
+        let direct = chained_headers(headers(&[
+            ("spin-client-addr", "198.51.100.2:40000"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("host", "orders.example"),
+            ("authorization", "Bearer k"),
+        ]));
+        assert_eq!(callee_sees(&direct).as_deref(), Some("198.51.100.2"), "not the address the client chose");
+        assert_eq!(
+            direct,
+            headers(&[("authorization", "Bearer k"), ("x-forwarded-for", "198.51.100.2")]),
+            "Spin's headers and host go, the rest passes"
+        );
+        // Behind a proxy on this machine that appended the client's address.
+        let proxied = chained_headers(headers(&[("spin-client-addr", "127.0.0.1:5000"), ("X-Forwarded-For", "10.9.9.9, 203.0.113.7")]));
+        assert_eq!(callee_sees(&proxied).as_deref(), Some("203.0.113.7"));
+        // Without a peer (not from Spin's listener) nothing is vouched for:
+        // the client's header does not pass.
+        assert_eq!(chained_headers(headers(&[("x-forwarded-for", "203.0.113.7"), ("accept", "*/*")])), headers(&[("accept", "*/*")]));
     }
 }

@@ -14,6 +14,7 @@
 
 use futures::future::join;
 use orders_common::ApiError;
+use orders_common::access::chained_headers;
 use orders_common::respond::{REQUEST_ID, finish};
 use orders_common::stream::{header, pipe, send_whole};
 use spin_sdk::http::{
@@ -54,9 +55,7 @@ fn target(request: &IncomingRequest) -> Result<&'static str, ApiError> {
 /// and gives back the answer's head once it comes.
 async fn forward(request: IncomingRequest, component: &str) -> Result<IncomingResponse, ApiError> {
     let unavailable = |why: String| ApiError::unavailable(format!("The {component} function is unavailable: {why}"));
-    // Spin sets its own routing headers on the chained request.
-    let headers: Vec<(String, Vec<u8>)> =
-        request.headers().entries().into_iter().filter(|(name, _)| !name.starts_with("spin-") && name != "host").collect();
+    let headers = chained_headers(request.headers().entries());
     let outgoing = OutgoingRequest::new(Fields::from_list(&headers).map_err(|e| unavailable(format!("{e:?}")))?);
     let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
     let authority = format!("{component}.spin.internal");
