@@ -172,6 +172,35 @@ async fn full_pages_read_during_an_insert_are_kept(service: Service) {
     assert_eq!(all_pages(data).await, store_pages(data).await);
 }
 
+/// An insert that finishes after a later one (a slow store), or carries an
+/// id from another sidecar, lands below the top: the pages it may belong in
+/// are read anew, the pages before it stay cached.
+async fn an_insert_below_the_top_retires_only_the_pages_it_may_belong_in(service: Service) {
+    let (data, cache) = (&service.data, &*service.cache);
+    let id = |n: u32| format!("{n:024x}");
+    // The data path's two steps of an insert: the store write, then the cache's.
+    let insert_as = |n: u32| async move {
+        let doc = json!({ "_id": id(n), "product": "Banner", "quantity": n }).as_object().cloned().expect("an object");
+        data.store().import(ORDERS, doc).await.expect("import");
+        cache.inserted(ORDERS, &id(n)).await.expect("cache step");
+    };
+    for n in 1..=25 {
+        insert_as(2 * n).await;
+    }
+    let before = all_pages(data).await;
+    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    let (first_end, second_end) = (id(20), id(40));
+    assert!(cached(cache, None).await && cached(cache, Some(&first_end)).await && cached(cache, Some(&second_end)).await);
+
+    insert_as(31).await;
+    assert!(cached(cache, None).await, "the first page ends below the late insert");
+    assert!(!cached(cache, Some(&first_end)).await, "the second page may hold it");
+    assert!(!cached(cache, Some(&second_end)).await, "the last page always grows");
+    assert!(page(data, Some(&first_end)).await.contains(&(id(31), 31)), "a read after the insert sees it");
+    assert_eq!(all_pages(data).await, store_pages(data).await);
+    assert!(cached(cache, Some(&first_end)).await, "read anew after the insert, it is cached again");
+}
+
 /// Writers and readers at once: after each of its writes (insert, update,
 /// delete of its own orders) is acknowledged, a writer's reads through the
 /// cache see it while the others keep inserting, and at the end every page
@@ -236,4 +265,9 @@ macro_rules! both_caches {
     };
 }
 
-both_caches!(full_pages_stay_cached_through_inserts, full_pages_read_during_an_insert_are_kept, no_stale_read_under_concurrent_writes);
+both_caches!(
+    full_pages_stay_cached_through_inserts,
+    full_pages_read_during_an_insert_are_kept,
+    an_insert_below_the_top_retires_only_the_pages_it_may_belong_in,
+    no_stale_read_under_concurrent_writes,
+);

@@ -15,28 +15,32 @@ use super::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup};
 struct Counters {
     generation: u64,
     tail: u64,
+    /// Inserts at or below the top so far.
+    below_top: u64,
     top: Option<String>,
+    /// The lowest id inserted at or below the top in this generation.
+    ceiling: Option<String>,
 }
 
 impl Counters {
+    /// What a lookup hands out (the ceiling stays here: fills read it current).
     fn seen(&self) -> Generation {
-        Generation(format!("{}:{}:{}", self.generation, self.tail, self.top.as_deref().unwrap_or_default()))
+        Generation(format!("{}:{}:{}:{}", self.generation, self.tail, self.below_top, self.top.as_deref().unwrap_or_default()))
     }
 
     /// The counters a lookup handed out; `None` for a foreign encoding,
     /// which no fill may trust.
     fn from_seen(seen: &Generation) -> Option<Self> {
-        let mut parts = seen.0.splitn(3, ':');
+        let mut parts = seen.0.splitn(4, ':');
         let generation = parts.next()?.parse().ok()?;
         let tail = parts.next()?.parse().ok()?;
+        let below_top = parts.next()?.parse().ok()?;
         let top = parts.next()?;
-        Some(Self { generation, tail, top: (!top.is_empty()).then(|| top.to_owned()) })
+        Some(Self { generation, tail, below_top, top: (!top.is_empty()).then(|| top.to_owned()), ceiling: None })
     }
 
     /// Whether `entry`, read from the store after a lookup saw `seen`, may
-    /// be kept now. Any write since moved the generation or the tail; a tail
-    /// move means only inserts above the top seen, which a full page ending
-    /// at or below that top cannot hold.
+    /// be kept now (see the cache module's comment).
     fn admit(&self, entry: &Entry, seen: &Counters) -> bool {
         if self.generation != seen.generation {
             return false;
@@ -44,8 +48,25 @@ impl Counters {
         match entry {
             Entry::Doc => true,
             Entry::LastPage { .. } => self.tail == seen.tail,
-            Entry::FullPage { last } => self.tail == seen.tail || seen.top.as_deref().is_some_and(|top| last.as_str() <= top),
+            Entry::FullPage { last } => {
+                self.holds_every_insert_below_top(seen.below_top, last)
+                    && (self.tail == seen.tail || seen.top.as_deref().is_some_and(|top| last.as_str() <= top))
+            }
         }
+    }
+
+    /// Whether a full page ending at `last`, current when `below_top` such
+    /// inserts were counted, lacks none of those counted since: each landed
+    /// at or above the ceiling.
+    fn holds_every_insert_below_top(&self, below_top: u64, last: &str) -> bool {
+        below_top == self.below_top || self.ceiling.as_deref().is_none_or(|ceiling| last < ceiling)
+    }
+
+    /// An update, a delete or a reset: every page retires, so the ceiling
+    /// starts over.
+    fn next_generation(&mut self) {
+        self.generation += 1;
+        self.ceiling = None;
     }
 
     fn raise_top(&mut self, id: &str) {
@@ -62,13 +83,19 @@ struct Stored {
     /// The tail counter a last page was filled under; full pages and
     /// documents outlive tail moves.
     tail: Option<u64>,
+    /// A full page's last id, and the inserts below the top counted when it
+    /// was filled.
+    end: Option<(String, u64)>,
 }
 
 impl Stored {
     /// A page is served only while no write retired it: a document is
     /// deleted by its own write instead.
     fn is_current(&self, kind: EntryKind, counters: &Counters) -> bool {
-        kind == EntryKind::Doc || (self.generation == counters.generation && self.tail.is_none_or(|tail| tail == counters.tail))
+        kind == EntryKind::Doc
+            || (self.generation == counters.generation
+                && self.tail.is_none_or(|tail| tail == counters.tail)
+                && self.end.as_ref().is_none_or(|(last, below_top)| counters.holds_every_insert_below_top(*below_top, last)))
     }
 }
 
@@ -132,15 +159,15 @@ impl Cache for MemoryCache {
         if !Counters::from_seen(seen).is_some_and(|seen| counters.admit(entry, &seen)) {
             return Ok(());
         }
-        let tail = match entry {
-            Entry::Doc => None,
+        let (tail, end) = match entry {
+            Entry::Doc => (None, None),
             Entry::FullPage { last } => {
                 counters.raise_top(last);
-                None
+                (None, Some((last.clone(), counters.below_top)))
             }
             Entry::LastPage { top } => {
                 counters.raise_top(top);
-                Some(counters.tail)
+                (Some(counters.tail), None)
             }
         };
         let generation = counters.generation;
@@ -148,14 +175,14 @@ impl Cache for MemoryCache {
         if state.entries.len() >= self.max_entries {
             state.entries.clear();
         }
-        let stored = Stored { value: value.to_owned(), at: Instant::now(), generation, tail };
+        let stored = Stored { value: value.to_owned(), at: Instant::now(), generation, tail, end };
         state.entries.insert((collection.to_owned(), entry.kind(), key.to_owned()), stored);
         Ok(())
     }
 
     async fn invalidate(&self, collection: &str, id: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        state.counters.entry(collection.to_owned()).or_default().generation += 1;
+        state.counters.entry(collection.to_owned()).or_default().next_generation();
         state.retire(collection, id);
         Ok(())
     }
@@ -165,7 +192,14 @@ impl Cache for MemoryCache {
         let counters = state.counters.entry(collection.to_owned()).or_default();
         match &counters.top {
             Some(top) if id > top.as_str() => counters.tail += 1,
-            _ => counters.generation += 1,
+            Some(_) => {
+                counters.tail += 1;
+                counters.below_top += 1;
+                if counters.ceiling.as_deref().is_none_or(|ceiling| id < ceiling) {
+                    counters.ceiling = Some(id.to_owned());
+                }
+            }
+            None => counters.next_generation(),
         }
         counters.raise_top(id);
         state.retire(collection, id);
@@ -178,7 +212,7 @@ impl Cache for MemoryCache {
         // Counters only ever move forward, so a fill that looked up before
         // the reset cannot match them afterwards.
         for counters in state.counters.values_mut() {
-            counters.generation += 1;
+            counters.next_generation();
             counters.top = None;
         }
         Ok(())
@@ -286,9 +320,37 @@ mod tests {
         assert_eq!(page(&cache, "second").await, None);
     }
 
+    /// Two inserts finishing out of order (a slow store): the earlier id
+    /// lands below the top the later one set. Only pages ending at or above
+    /// it may lack it.
+    #[tokio::test]
+    async fn an_insert_below_the_top_retires_only_the_pages_that_may_lack_it() {
+        let cache = cache();
+        cache.inserted("orders", "z").await.unwrap();
+        let before = cache.lookup("orders", EntryKind::Page, "first").await.unwrap().generation;
+        cache.fill("orders", &full("c"), "first", &before, "a..c").await.unwrap();
+        cache.fill("orders", &full("m"), "c:2", &before, "d..m").await.unwrap();
+        cache.inserted("orders", "f").await.unwrap();
+        assert_eq!(page(&cache, "first").await.as_deref(), Some("a..c"), "ends below the insert");
+        assert_eq!(page(&cache, "c:2").await, None, "may lack it");
+        // Fills whose lookup came before the insert: the same rule.
+        cache.fill("orders", &full("n"), "m:2", &before, "..n").await.unwrap();
+        cache.fill("orders", &full("e"), "d:2", &before, "..e").await.unwrap();
+        assert_eq!(page(&cache, "m:2").await, None);
+        assert_eq!(page(&cache, "d:2").await.as_deref(), Some("..e"));
+        // A lookup after the insert: its read holds it, so the page is kept.
+        let after = cache.lookup("orders", EntryKind::Page, "c:2").await.unwrap().generation;
+        cache.fill("orders", &full("m"), "c:2", &after, "d..f..m").await.unwrap();
+        assert_eq!(page(&cache, "c:2").await.as_deref(), Some("d..f..m"));
+        // An update retires every page, and the ceiling starts over.
+        cache.invalidate("orders", "b").await.unwrap();
+        assert_eq!(page(&cache, "first").await, None);
+    }
+
     #[test]
     fn counters_read_back_from_what_a_lookup_handed_out() {
-        for counters in [Counters::default(), Counters { generation: 7, tail: 3, top: Some("65f0a1b2c3d4e5f601234567".into()) }] {
+        let top = Some("65f0a1b2c3d4e5f601234567".to_owned());
+        for counters in [Counters::default(), Counters { generation: 7, tail: 3, below_top: 2, top, ceiling: None }] {
             assert_eq!(Counters::from_seen(&counters.seen()), Some(counters));
         }
         assert_eq!(Counters::from_seen(&Generation("7".into())), None);

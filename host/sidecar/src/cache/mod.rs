@@ -15,24 +15,36 @@
 //! only once its last id is at or below the top (its fill raises the top to
 //! it), and an insert above the top moves only the *tail* counter — which
 //! retires the last, unfilled pages, keyed by it — and becomes the new top.
-//! An insert at or below the top (another sidecar's id from the same second,
-//! an imported document) moves the generation like any other write. Every
-//! full page a tail move leaves in place ends at or below the old top, so
-//! below the new id: the insert cannot belong in it. A page fill also needs
-//! the tail unmoved since its lookup, so a page read before an insert and
-//! filled after it is never kept — unless it is full and ends at or below
-//! the top that lookup saw: every insert that moved the tail since landed
-//! above that top, outside the page. (Without that, under a slow store and
-//! steady inserts almost every page fill was refused.)
+//! Every full page a tail move leaves in place ends at or below the old top,
+//! so below the new id: the insert cannot belong in it.
+//!
+//! An insert at or below the top (two inserts that finished out of order
+//! under a slow store, another sidecar's id from the same second, an
+//! imported document) may belong in a cached full page. It moves the tail,
+//! counts itself (*below-top* counter) and lowers the generation's
+//! *ceiling* to its id: from then on a full page filled before it is served
+//! only if it ends below the ceiling, since then no such insert can belong
+//! in it. A page filled after it (its lookup saw the counter) read the store
+//! after that insert and holds it. With no top known yet (a fresh cache) an
+//! insert moves the generation instead; a new generation has no ceiling.
+//!
+//! A page fill needs the generation unmoved since its lookup. A last page
+//! needs the tail unmoved too. A full page needs either the tail unmoved or
+//! to end at or below the top its lookup saw (every insert that moved the
+//! tail since then landed above that top, or was counted below it), and, if
+//! inserts below the top were counted since its lookup, to end below the
+//! ceiling. (Refusing every fill after a tail move, or moving the
+//! generation on every out-of-order insert, left a slow store's list pages
+//! uncached under steady inserts.)
 
 pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
 
-/// The counters a reader saw when it missed (generation, tail and top, in
-/// the backend's own encoding); a fill is accepted only while they still
-/// admit it.
+/// The counters a reader saw when it missed (generation, tail, below-top
+/// count and top, in the backend's own encoding); a fill is accepted only
+/// while the counters then admit it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation(pub String);
 

@@ -25,45 +25,70 @@ local base = ns .. ':' .. epoch .. ':' .. collection
 local generation = redis.call('GET', base .. ':gen') or '0'
 local tail = redis.call('GET', base .. ':tail') or '0'
 local top = redis.call('GET', base .. ':top')
+local below = redis.call('GET', base .. ':below') or '0'
+local ceiling = redis.call('GET', base .. ':ceiling')
 local doc_key = base .. ':doc:' .. key
 local full_key = base .. ':page:' .. generation .. ':' .. key
 local last_key = base .. ':lastpage:' .. generation .. ':' .. tail .. ':' .. key
 "#;
 
+/// A full page is stored as `<below> <last>\n<page>`: the inserts below the
+/// top counted when it was filled, and its last id.
 const LOOKUP: &str = r#"
-local value
+local value = false
 if kind == 'doc' then value = redis.call('GET', doc_key)
-else value = redis.call('GET', full_key) or redis.call('GET', last_key) end
-return {generation .. ':' .. tail .. ':' .. (top or ''), value}
+else
+  local stored = redis.call('GET', full_key)
+  if stored then
+    local page_below, page_last, page = string.match(stored, '^([^ ]*) ([^\n]*)\n(.*)$')
+    if page and (page_below == below or not ceiling or page_last < ceiling) then value = page end
+  else
+    value = redis.call('GET', last_key)
+  end
+end
+return {generation .. ':' .. tail .. ':' .. below .. ':' .. (top or ''), value}
 "#;
 
 /// ARGV[5]: the counters seen, ARGV[6]: the value, ARGV[7]: its TTL,
 /// ARGV[8]: for a page, the id that becomes the top if it is above it.
-/// A full page ending at or below the top seen survives a tail move: only
-/// inserts above that top moved it.
+/// The rules of `cache::memory::Counters::admit`: a full page survives a
+/// tail move when it ends at or below the top seen, and inserts below the
+/// top since its lookup when it ends below the ceiling.
 const FILL: &str = r#"
-local seen_generation, seen_tail, seen_top = string.match(ARGV[5], '^([^:]*):([^:]*):(.*)$')
+local seen_generation, seen_tail, seen_below, seen_top = string.match(ARGV[5], '^([^:]*):([^:]*):([^:]*):(.*)$')
 if generation ~= seen_generation then return 0 end
 if kind == 'doc' then
   redis.call('SET', doc_key, ARGV[6], 'EX', ARGV[7])
   return 1
 end
-if tail ~= seen_tail and not (kind == 'full' and seen_top ~= '' and ARGV[8] <= seen_top) then return 0 end
+if kind == 'full' then
+  if seen_below ~= below and ceiling and ARGV[8] >= ceiling then return 0 end
+  if tail ~= seen_tail and not (seen_top ~= '' and ARGV[8] <= seen_top) then return 0 end
+elseif tail ~= seen_tail then return 0 end
 if not top or ARGV[8] > top then redis.call('SET', base .. ':top', ARGV[8]) end
-if kind == 'full' then redis.call('SET', full_key, ARGV[6], 'EX', ARGV[7])
+if kind == 'full' then redis.call('SET', full_key, below .. ' ' .. ARGV[8] .. '\n' .. ARGV[6], 'EX', ARGV[7])
 else redis.call('SET', last_key, ARGV[6], 'EX', ARGV[7]) end
 return 1
 "#;
 
 const INVALIDATE: &str = r#"
 redis.call('INCR', base .. ':gen')
+redis.call('DEL', base .. ':ceiling')
 redis.call('DEL', doc_key)
 return 1
 "#;
 
 /// `key` is the inserted id.
 const INSERTED: &str = r#"
-if top and key > top then redis.call('INCR', base .. ':tail') else redis.call('INCR', base .. ':gen') end
+if top and key > top then redis.call('INCR', base .. ':tail')
+elseif top then
+  redis.call('INCR', base .. ':tail')
+  redis.call('INCR', base .. ':below')
+  if not ceiling or key < ceiling then redis.call('SET', base .. ':ceiling', key) end
+else
+  redis.call('INCR', base .. ':gen')
+  redis.call('DEL', base .. ':ceiling')
+end
 if not top or key > top then redis.call('SET', base .. ':top', key) end
 redis.call('DEL', doc_key)
 return 1
