@@ -19,6 +19,10 @@ async fn cluster_of_three_lists_its_processes_and_passes_the_contract() {
     assert!(processes.iter().all(|(_, pid, address)| *pid > 0 && address.starts_with("127.0.0.1:")), "{processes:?}");
     let checks = contract::run(&cluster.api()).await;
     assert!(checks >= 150);
+    // What nginx answers itself is JSON too (the contract checks its 413).
+    let hidden = cluster.api().send(reqwest::Method::GET, "/protected-downloads/bundle.zip", &[], None).await;
+    assert_eq!(hidden.status, reqwest::StatusCode::NOT_FOUND);
+    assert!(hidden.body["message"].is_string(), "{:?}", hidden.body);
 }
 
 /// The instances with the runner's method routing off (every `/orders`

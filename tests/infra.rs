@@ -273,6 +273,17 @@ fn order_body(tag: &str) -> Value {
     json!({"product": format!("edge {tag}"), "quantity": 1, "customer_name": "a", "customer_address": "b"})
 }
 
+/// An answer nginx made itself, in the API's JSON shape: the status, a
+/// JSON body with a message, and the request id as on every answer.
+async fn assert_json_error(response: reqwest::Response, status: u16, what: &str) {
+    assert_eq!(response.status(), status, "{what}");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(content_type.starts_with("application/json"), "{what}: content-type {content_type:?}");
+    assert!(response.headers().get("x-request-id").is_some(), "{what}: no X-Request-Id");
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap_or_else(|e| panic!("{what}: body not JSON: {e}"));
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+}
+
 fn is_nginx_request_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -356,6 +367,17 @@ async fn nginx_production_config_in_front_of_the_product() {
     assert!(statuses.iter().all(|s| *s == 201 || *s == 502), "unkeyed POST statuses: {statuses:?}");
     assert_eq!(dropper.count("POST /orders") - before, failed, "an unkeyed POST was sent to a second instance: {statuses:?}");
     assert!(failed >= 1, "some unkeyed POST should have met the dropper: {statuses:?}");
+    // nginx's 502 is JSON too; send unkeyed POSTs until one meets the dropper.
+    let mut met_the_dropper = false;
+    for i in 0..12 {
+        let response = client.post(format!("{base}/orders")).json(&order_body(&format!("unkeyed-json-{i}"))).send().await.unwrap();
+        if response.status() == 502 {
+            assert_json_error(response, 502, "an unkeyed POST that met a dropping instance").await;
+            met_the_dropper = true;
+            break;
+        }
+    }
+    assert!(met_the_dropper, "no unkeyed POST of 12 met the dropper");
 
     // With Idempotency-Key it is retried: every one succeeds.
     let before = dropper.count("POST /orders");
@@ -397,7 +419,7 @@ async fn nginx_production_config_in_front_of_the_product() {
 
     // /metrics: internal clients only, the client being the address the
     // balancer reports (the last one not from the balancer itself).
-    assert_eq!(denied.status(), 403, "/metrics for a public client");
+    assert_json_error(denied, 403, "/metrics for a public client").await;
     let forged = get("/metrics", &[("x-forwarded-for", "10.0.0.5, 203.0.113.9")]).await.unwrap();
     assert_eq!(forged.status(), 403, "/metrics with a forged internal address in front");
     let internal = get("/metrics", &[("x-forwarded-for", "10.0.0.5")]).await.unwrap();
@@ -410,7 +432,14 @@ async fn nginx_production_config_in_front_of_the_product() {
 
     // Bodies over 1 MiB stop at the edge.
     let large = client.post(format!("{base}/orders")).header("content-type", "application/json").body(vec![b' '; 1_100_000]).send().await.unwrap();
-    assert_eq!(large.status(), 413);
+    assert_json_error(large, 413, "a body over 1 MiB").await;
+    // A request line nginx cannot parse never reaches an instance.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut raw, b"GET /orders HTTP/1.1 junk\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("content-type: application/json") && answer.contains("{\"message\":"), "{answer}");
 
     // Signed downloads: off (503) until a secret is set, then 403 for a bad
     // signature, 410 once expired, checked by nginx; a good one reaches the
@@ -421,7 +450,7 @@ async fn nginx_production_config_in_front_of_the_product() {
         let signature = base64url(&md5(format!("{expires}/downloads/{zip} {secret}").as_bytes()));
         format!("/downloads/{zip}?md5={signature}&expires={expires}")
     };
-    assert_eq!(get(&link(now + 300), &[]).await.unwrap().status(), 503, "downloads without a secret");
+    assert_json_error(get(&link(now + 300), &[]).await.unwrap(), 503, "downloads without a secret").await;
     std::fs::write(dir.path().join("orders.d/download-secret.conf"), format!("set $orders_download_secret \"{secret}\";\n")).unwrap();
     signal(process.pid(), 1); // SIGHUP: reload
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -442,12 +471,12 @@ async fn nginx_production_config_in_front_of_the_product() {
     assert_eq!(valid.text().await.unwrap(), "signed content\n");
     assert_eq!(get(&link(now + 300), &[]).await.unwrap().status(), 410, "a used link");
     let tampered = link(now + 300).replace("expires=", "expires=1");
-    assert_eq!(get(&tampered, &[]).await.unwrap().status(), 403, "a changed expiry");
+    assert_json_error(get(&tampered, &[]).await.unwrap(), 403, "a changed expiry").await;
     assert_eq!(get(&format!("/downloads/{zip}"), &[]).await.unwrap().status(), 403, "no signature");
-    assert_eq!(get(&link(now - 10), &[]).await.unwrap().status(), 410, "an expired link");
+    assert_json_error(get(&link(now - 10), &[]).await.unwrap(), 410, "an expired link").await;
     let posted = client.post(format!("{base}{}", link(now + 300))).body("x").send().await.unwrap();
     assert_eq!(posted.status(), 403, "downloads take GET only");
-    assert_eq!(get(&format!("/protected-downloads/{zip}"), &[]).await.unwrap().status(), 404, "internal location");
+    assert_json_error(get(&format!("/protected-downloads/{zip}"), &[]).await.unwrap(), 404, "internal location").await;
 
     // The access log: one JSON object per request, with the request id.
     drop(process);

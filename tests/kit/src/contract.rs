@@ -254,6 +254,8 @@ async fn media_type_and_size(api: &Api, c: &mut Checks) {
     let huge = vec![b' '; 2 << 20];
     let answer = api.send(Method::POST, "/orders", &[("content-type", "application/json")], Some(huge)).await;
     c.eq("body over the runner limit: 413", answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Whoever refuses it first (the runner, or nginx in front of a cluster) says so in JSON.
+    c.check("413 over the runner limit: JSON message", has_message(&answer), &answer.body);
 }
 
 async fn updates(api: &Api, c: &mut Checks, tag: &str) {
