@@ -5,7 +5,11 @@
 //! collection's last page, since new orders get larger ids).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use orders_sidecar::cache::memory::MemoryCache;
 use orders_sidecar::cache::redis::RedisCache;
@@ -13,7 +17,7 @@ use orders_sidecar::cache::{Cache, Entry, EntryKind};
 use orders_sidecar::data::DataService;
 use orders_sidecar::metrics::SidecarMetrics;
 use orders_sidecar::store::sqlite::SqliteStore;
-use orders_sidecar::store::{DocumentStore, InsertOutcome, WriteOutcome};
+use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreResult, WriteOutcome};
 use orders_telemetry::Registry;
 use orders_testkit::services::RedisServer;
 use serde_json::{Map, Value, json};
@@ -32,6 +36,63 @@ fn service(cache: Arc<dyn Cache>) -> Service {
     let store: Arc<dyn DocumentStore> = Arc::new(SqliteStore::open(dir.path()).expect("open the store"));
     let metrics = SidecarMetrics::new(Registry::default());
     Service { data: Arc::new(DataService::new(store, cache.clone(), metrics, Duration::from_secs(5))), cache, _dir: dir }
+}
+
+/// The embedded store, able to hold the result of one list read until
+/// released (after the read itself, so what it holds may turn stale), and
+/// counting list reads. Everything else passes straight through.
+struct GatedStore {
+    inner: Arc<dyn DocumentStore>,
+    lists: AtomicUsize,
+    hold_next: AtomicBool,
+    held: Notify,
+    release: Notify,
+}
+
+impl GatedStore {
+    fn new(inner: Arc<dyn DocumentStore>) -> Self {
+        Self { inner, lists: AtomicUsize::new(0), hold_next: AtomicBool::new(false), held: Notify::new(), release: Notify::new() }
+    }
+}
+
+#[async_trait]
+impl DocumentStore for GatedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn get(&self, collection: &str, id: &str) -> StoreResult<Option<Doc>> {
+        self.inner.get(collection, id).await
+    }
+    async fn list(&self, collection: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<Doc>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        let docs = self.inner.list(collection, after, limit).await?;
+        if self.hold_next.swap(false, Ordering::SeqCst) {
+            self.held.notify_one();
+            self.release.notified().await;
+        }
+        Ok(docs)
+    }
+    async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
+        self.inner.insert(collection, fields, idempotency).await
+    }
+    async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
+        self.inner.update(collection, id, set, if_version).await
+    }
+    async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
+        self.inner.delete(collection, id, if_version).await
+    }
+    async fn count(&self, collection: &str) -> StoreResult<u64> {
+        self.inner.count(collection).await
+    }
+    async fn import(&self, collection: &str, doc: Doc) -> StoreResult<ImportOutcome> {
+        self.inner.import(collection, doc).await
+    }
+    async fn backfill(&self, collection: &str, id: &str, at_version: Option<i64>, set: Map<String, Value>, version: i64) -> StoreResult<bool> {
+        self.inner.backfill(collection, id, at_version, set, version).await
+    }
 }
 
 fn order(quantity: i64) -> Map<String, Value> {
@@ -201,6 +262,44 @@ async fn an_insert_below_the_top_retires_only_the_pages_it_may_belong_in(service
     assert!(cached(cache, Some(&first_end)).await, "read anew after the insert, it is cached again");
 }
 
+/// Readers that miss one page at once share one store read; a reader that
+/// begins after a write was acknowledged never shares a read begun before it.
+async fn readers_missing_one_page_at_once_share_one_store_read(service: Service) {
+    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
+    let metrics = SidecarMetrics::new(Registry::default());
+    let data = Arc::new(DataService::new(gated.clone(), service.cache.clone(), metrics, Duration::from_secs(5)));
+    for quantity in 0..25 {
+        insert(&data, quantity).await;
+    }
+    gated.hold_next.store(true, Ordering::SeqCst);
+    let readers: Vec<_> = (0..20).map(|_| tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } })).collect();
+    gated.held.notified().await;
+    // Time for the other readers to miss and follow the held read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gated.release.notify_one();
+    let mut answers = Vec::new();
+    for reader in readers {
+        answers.push(reader.await.expect("reader"));
+    }
+    assert_eq!(gated.lists.load(Ordering::SeqCst), 1, "20 readers missing the first page at once: one store read");
+    // (Read past the gate, from the store the gate wraps.)
+    let expected = store_pages(&service.data).await.swap_remove(0);
+    assert!(answers.iter().all(|answer| *answer == expected), "every reader has the store's page");
+
+    // A read held with what it read, then an update acknowledged: a reader
+    // after the update must read the store again, not follow the held read.
+    let first_id = expected[0].0.clone();
+    data.update(ORDERS, &first_id, order(-1), None).await.expect("update");
+    gated.hold_next.store(true, Ordering::SeqCst);
+    let before_update = tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } });
+    gated.held.notified().await;
+    data.update(ORDERS, &first_id, order(999), None).await.expect("update");
+    assert!(page(&data, None).await.contains(&(first_id.clone(), 999)), "a read after the update sees it");
+    gated.release.notify_one();
+    assert!(before_update.await.expect("reader").contains(&(first_id.clone(), -1)), "the held read began before it");
+    assert_eq!(all_pages(&data).await, store_pages(&data).await);
+}
+
 /// Writers and readers at once: after each of its writes (insert, update,
 /// delete of its own orders) is acknowledged, a writer's reads through the
 /// cache see it while the others keep inserting, and at the end every page
@@ -269,5 +368,6 @@ both_caches!(
     full_pages_stay_cached_through_inserts,
     full_pages_read_during_an_insert_are_kept,
     an_insert_below_the_top_retires_only_the_pages_it_may_belong_in,
+    readers_missing_one_page_at_once_share_one_store_read,
     no_stale_read_under_concurrent_writes,
 );

@@ -3,15 +3,21 @@
 //! breaker. When the cache fails, reads go straight to the store for a
 //! moment, and before the cache is trusted again it is reset, because
 //! invalidations may have been missed meanwhile.
+//!
+//! Readers that miss the same entry at once share one store read (see
+//! [`Flights`]): when a popular page expires, or is retired by a write,
+//! hundreds of users asking for it would otherwise each send the slow query.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
-use crate::cache::{Cache, CacheResult, Entry, EntryKind};
+use crate::cache::{Cache, CacheResult, Entry, EntryKind, Generation};
 use crate::metrics::{CacheOutcome, SidecarMetrics, StoreMetrics, StoreOperation};
 use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome};
 
@@ -22,6 +28,7 @@ pub struct DataService {
     store: Arc<dyn DocumentStore>,
     cache: Arc<dyn Cache>,
     breaker: Mutex<Breaker>,
+    flights: Flights,
     metrics: SidecarMetrics,
     store_metrics: StoreMetrics,
     timeout: Duration,
@@ -36,7 +43,7 @@ struct Breaker {
 impl DataService {
     pub fn new(store: Arc<dyn DocumentStore>, cache: Arc<dyn Cache>, metrics: SidecarMetrics, timeout: Duration) -> Self {
         let store_metrics = metrics.store(store.backend());
-        Self { store, cache, breaker: Mutex::default(), metrics, store_metrics, timeout }
+        Self { store, cache, breaker: Mutex::default(), flights: Flights::default(), metrics, store_metrics, timeout }
     }
 
     pub fn store(&self) -> &Arc<dyn DocumentStore> {
@@ -134,13 +141,24 @@ impl DataService {
             return Ok(Some(value));
         }
         self.metrics.cache(CacheOutcome::Miss);
-        let loaded = load.await?;
-        if let Some((entry, value)) = &loaded
+        let flight = (collection.to_owned(), kind, key.to_owned());
+        let (_leading, tell) = match self.flights.join_or_lead(flight, &lookup.generation) {
+            Flight::Follow(answer) => match Flights::wait(answer).await {
+                Some(answer) => return answer,
+                // The reader it followed gave up: read the store itself.
+                None => return load.await.map(value),
+            },
+            Flight::Lead(leading, tell) => (leading, tell),
+        };
+        let loaded = load.await;
+        if let Ok(Some((entry, value))) = &loaded
             && let Err(error) = self.cache.fill(collection, entry, key, &lookup.generation, value).await
         {
             self.trip(&error.to_string());
         }
-        Ok(value(loaded))
+        let answer = loaded.map(value);
+        let _ = tell.send(Some(answer.clone()));
+        answer
     }
 
     /// After a write's cache step: if it failed, the write stands but the
@@ -185,6 +203,69 @@ impl DataService {
                 false
             }
         }
+    }
+}
+
+/// A missed entry, by collection, kind and key.
+type FlightKey = (String, EntryKind, String);
+type Answer = Option<StoreResult<Option<String>>>;
+
+/// The store reads of missed entries in flight. A reader that misses an
+/// entry already being read waits for that read's answer instead — but only
+/// when both lookups saw the same cache counters. A write moves them before
+/// it is acknowledged, so then no write acknowledged before this reader
+/// began had moved them after the other read's lookup: its store write was
+/// done before that read, which therefore holds it. (A read after a write
+/// still never sees the old value.)
+#[derive(Default)]
+struct Flights {
+    loading: Mutex<HashMap<FlightKey, (Generation, watch::Receiver<Answer>)>>,
+}
+
+/// Takes a flight off the list when its reader is done or gives up (its
+/// request cancelled), unless a newer flight of the same entry replaced it.
+struct Leading<'a> {
+    flights: &'a Flights,
+    key: FlightKey,
+    answer: watch::Receiver<Answer>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.flights.loading.lock().expect("flights lock");
+        if loading.get(&self.key).is_some_and(|(_, answer)| answer.same_channel(&self.answer)) {
+            loading.remove(&self.key);
+        }
+    }
+}
+
+enum Flight<'a> {
+    /// Another reader is reading this entry under the same counters.
+    Follow(watch::Receiver<Answer>),
+    /// This reader reads it, and tells those who follow.
+    Lead(Leading<'a>, watch::Sender<Answer>),
+}
+
+impl Flights {
+    /// Follows a read of `key` in flight under the same counters, or else
+    /// registers this reader's own (in one step, so two readers missing at
+    /// once cannot both lead).
+    fn join_or_lead(&self, key: FlightKey, seen: &Generation) -> Flight<'_> {
+        let mut loading = self.loading.lock().expect("flights lock");
+        if let Some((generation, answer)) = loading.get(&key)
+            && generation == seen
+        {
+            return Flight::Follow(answer.clone());
+        }
+        let (tell, answer) = watch::channel(None);
+        loading.insert(key.clone(), (seen.clone(), answer.clone()));
+        Flight::Lead(Leading { flights: self, key, answer }, tell)
+    }
+
+    /// The followed read's answer; `None` if its reader gave up first.
+    async fn wait(mut answer: watch::Receiver<Answer>) -> Option<StoreResult<Option<String>>> {
+        let answered = answer.wait_for(Option::is_some).await.ok()?;
+        answered.clone()
     }
 }
 
