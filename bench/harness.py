@@ -866,7 +866,7 @@ class Bench:
                 entry = self.max_throughput(label, "get-by-id-cold", base, id_file, pids)
                 metrics = metrics_summary(base) if system == "ours" else {}
                 if metrics.get("cache"):
-                    hits, total = metrics["cache"].get("hit", 0), sum(metrics["cache"].values())
+                    hits, total = report.cache_hits(metrics["cache"]), sum(metrics["cache"].values())
                     entry["cache_hit_ratio"] = round(hits / total, 3) if total else None
             self.stop_services(services)
 

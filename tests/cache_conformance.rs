@@ -13,11 +13,11 @@ use tokio::sync::Notify;
 
 use orders_sidecar::cache::memory::MemoryCache;
 use orders_sidecar::cache::redis::RedisCache;
-use orders_sidecar::cache::{Cache, Entry, EntryKind};
+use orders_sidecar::cache::{Cache, Entry, EntryKind, kept_for};
 use orders_sidecar::data::DataService;
 use orders_sidecar::metrics::SidecarMetrics;
 use orders_sidecar::store::sqlite::SqliteStore;
-use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreResult, WriteOutcome};
+use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreError, StoreResult, WriteOutcome};
 use orders_telemetry::Registry;
 use orders_testkit::services::RedisServer;
 use serde_json::{Map, Value, json};
@@ -39,19 +39,28 @@ fn service(cache: Arc<dyn Cache>) -> Service {
 }
 
 /// The embedded store, able to hold the result of one list read until
-/// released (after the read itself, so what it holds may turn stale), and
-/// counting list reads. Everything else passes straight through.
+/// released (after the read itself, so what it holds may turn stale) or to
+/// fail one, and counting list reads. Everything else passes straight
+/// through.
 struct GatedStore {
     inner: Arc<dyn DocumentStore>,
     lists: AtomicUsize,
     hold_next: AtomicBool,
+    fail_next: AtomicBool,
     held: Notify,
     release: Notify,
 }
 
 impl GatedStore {
     fn new(inner: Arc<dyn DocumentStore>) -> Self {
-        Self { inner, lists: AtomicUsize::new(0), hold_next: AtomicBool::new(false), held: Notify::new(), release: Notify::new() }
+        let (hold_next, fail_next) = (AtomicBool::new(false), AtomicBool::new(false));
+        Self { inner, lists: AtomicUsize::new(0), hold_next, fail_next, held: Notify::new(), release: Notify::new() }
+    }
+
+    /// A data path over this store, on `service`'s cache.
+    fn data(self: &Arc<Self>, service: &Service) -> Arc<DataService> {
+        let metrics = SidecarMetrics::new(Registry::default());
+        Arc::new(DataService::new(self.clone(), service.cache.clone(), metrics, Duration::from_secs(5)))
     }
 }
 
@@ -68,6 +77,9 @@ impl DocumentStore for GatedStore {
     }
     async fn list(&self, collection: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<Doc>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("failed on purpose".into()));
+        }
         let docs = self.inner.list(collection, after, limit).await?;
         if self.hold_next.swap(false, Ordering::SeqCst) {
             self.held.notify_one();
@@ -266,8 +278,7 @@ async fn an_insert_below_the_top_retires_only_the_pages_it_may_belong_in(service
 /// begins after a write was acknowledged never shares a read begun before it.
 async fn readers_missing_one_page_at_once_share_one_store_read(service: Service) {
     let gated = Arc::new(GatedStore::new(service.data.store().clone()));
-    let metrics = SidecarMetrics::new(Registry::default());
-    let data = Arc::new(DataService::new(gated.clone(), service.cache.clone(), metrics, Duration::from_secs(5)));
+    let data = gated.data(&service);
     for quantity in 0..25 {
         insert(&data, quantity).await;
     }
@@ -298,6 +309,52 @@ async fn readers_missing_one_page_at_once_share_one_store_read(service: Service)
     gated.release.notify_one();
     assert!(before_update.await.expect("reader").contains(&(first_id.clone(), -1)), "the held read began before it");
     assert_eq!(all_pages(&data).await, store_pages(&data).await);
+}
+
+/// A page past its TTL that no write retired is served while one reader
+/// reads it anew: an expiry keeps no other reader waiting on the store. A
+/// change made past the cache (as `orders import` makes) shows once that
+/// read is done; a write through the data path retires the page at once.
+async fn a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew(service: Service) {
+    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
+    let data = gated.data(&service);
+    for quantity in 0..25 {
+        insert(&data, quantity).await;
+    }
+    let before = page(&data, None).await;
+    let first_id = before[0].0.clone();
+    let lists = || gated.lists.load(Ordering::SeqCst);
+    assert_eq!(lists(), 1);
+    data.store().update(ORDERS, &first_id, order(777), None).await.expect("a change past the cache");
+    tokio::time::sleep(SHORT_TTL + Duration::from_millis(200)).await;
+
+    gated.hold_next.store(true, Ordering::SeqCst);
+    let refresher = tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } });
+    gated.held.notified().await;
+    for _ in 0..20 {
+        let served = tokio::time::timeout(Duration::from_secs(2), page(&data, None)).await;
+        assert_eq!(served.expect("served without waiting on the read under way"), before, "the stale copy");
+    }
+    assert_eq!(lists(), 2, "one reader read the page anew");
+    gated.release.notify_one();
+    let refreshed = refresher.await.expect("reader");
+    assert!(refreshed.contains(&(first_id.clone(), 777)), "the reader that read it anew has the change");
+    assert_eq!(page(&data, None).await, refreshed, "and the cache has it too");
+    assert_eq!(lists(), 2);
+
+    // Past its TTL again, the store failing: the copy, still current, is served.
+    tokio::time::sleep(SHORT_TTL + Duration::from_millis(200)).await;
+    gated.fail_next.store(true, Ordering::SeqCst);
+    assert_eq!(page(&data, None).await, refreshed, "a failed read anew serves the stale copy");
+    assert_eq!(lists(), 3);
+
+    // A write through the data path retires it, stale or not.
+    data.update(ORDERS, &first_id, order(888), None).await.expect("update");
+    assert!(page(&data, None).await.contains(&(first_id.clone(), 888)), "a read after the update sees it");
+
+    // Unread for as long again as its TTL past it, an entry is gone.
+    tokio::time::sleep(kept_for(SHORT_TTL) + Duration::from_millis(200)).await;
+    assert!(!cached(service.cache.as_ref(), None).await);
 }
 
 /// Writers and readers at once: after each of its writes (insert, update,
@@ -340,13 +397,13 @@ async fn no_stale_read_under_concurrent_writes(service: Service) {
 }
 
 macro_rules! both_caches {
-    ($($case:ident),* $(,)?) => {
+    ($($case:ident => $ttl:expr),* $(,)?) => {
         mod memory {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $case() {
-                    super::$case(service(Arc::new(MemoryCache::new(10_000, Duration::from_secs(300))))).await;
+                    super::$case(service(Arc::new(MemoryCache::new(10_000, $ttl)))).await;
                 }
             )*
         }
@@ -356,7 +413,7 @@ macro_rules! both_caches {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $case() {
                     let redis = RedisServer::start().expect("redis");
-                    let cache = RedisCache::connect(&redis.url, "cache-conformance", Duration::from_secs(300)).await.expect("connect");
+                    let cache = RedisCache::connect(&redis.url, "cache-conformance", $ttl).await.expect("connect");
                     super::$case(service(Arc::new(cache))).await;
                 }
             )*
@@ -364,10 +421,16 @@ macro_rules! both_caches {
     };
 }
 
+/// Longer than any case runs: its entries never turn stale.
+const TTL: Duration = Duration::from_secs(300);
+/// For the case about entries past their TTL.
+const SHORT_TTL: Duration = Duration::from_secs(1);
+
 both_caches!(
-    full_pages_stay_cached_through_inserts,
-    full_pages_read_during_an_insert_are_kept,
-    an_insert_below_the_top_retires_only_the_pages_it_may_belong_in,
-    readers_missing_one_page_at_once_share_one_store_read,
-    no_stale_read_under_concurrent_writes,
+    full_pages_stay_cached_through_inserts => TTL,
+    full_pages_read_during_an_insert_are_kept => TTL,
+    an_insert_below_the_top_retires_only_the_pages_it_may_belong_in => TTL,
+    readers_missing_one_page_at_once_share_one_store_read => TTL,
+    a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew => SHORT_TTL,
+    no_stale_read_under_concurrent_writes => TTL,
 );

@@ -1165,7 +1165,7 @@ async fn dashboard_queries_only_metrics_the_product_exports() {
     }
     let exprs: Vec<String> = dashboard_exprs(&dashboard()).into_iter().map(|(_, e)| e).collect();
     assert!(exprs.iter().any(|e| e.contains("orders_outbound_request_duration_seconds_bucket") && e.contains("destination=\"sidecar\"")), "the sidecar hop");
-    assert!(exprs.iter().any(|e| e.contains("result=\"hit\"") && e.contains("hit|miss")), "the cache hit ratio");
+    assert!(exprs.iter().any(|e| e.contains("result=~\"hit|stale\"") && e.contains("hit|stale|miss")), "the cache hit ratio");
     assert!(exprs.iter().filter(|e| e.contains("orders_http_request_duration_seconds_bucket")).flat_map(|e| ["0.5", "0.99"].into_iter().filter(move |q| e.contains(&format!("histogram_quantile({q},")))).collect::<HashSet<_>>().len() == 2, "p50 and p99 latency");
 }
 

@@ -5,8 +5,10 @@
 //! invalidations may have been missed meanwhile.
 //!
 //! Readers that miss the same entry at once share one store read (see
-//! [`Flights`]): when a popular page expires, or is retired by a write,
-//! hundreds of users asking for it would otherwise each send the slow query.
+//! [`Flights`]): when a popular page is retired by a write, hundreds of
+//! users asking for it would otherwise each send the slow query. An entry
+//! past its TTL but still current is served while one reader reads it anew
+//! (or when that read fails), so its expiry keeps no reader waiting but one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -136,13 +138,19 @@ impl DataService {
                 return load.await.map(value);
             }
         };
-        if let Some(value) = lookup.value {
-            self.metrics.cache(CacheOutcome::Hit);
-            return Ok(Some(value));
-        }
-        self.metrics.cache(CacheOutcome::Miss);
+        let stale = match lookup.value {
+            Some(value) if !lookup.stale => {
+                self.metrics.cache(CacheOutcome::Hit);
+                return Ok(Some(value));
+            }
+            stale => stale,
+        };
+        self.metrics.cache(if stale.is_some() { CacheOutcome::Stale } else { CacheOutcome::Miss });
         let flight = (collection.to_owned(), kind, key.to_owned());
         let (_leading, tell) = match self.flights.join_or_lead(flight, &lookup.generation) {
+            // Another reader is reading it anew, and no write retired the
+            // stale copy since that reader's lookup: it is still current.
+            Flight::Follow(_) if stale.is_some() => return Ok(stale),
             Flight::Follow(answer) => match Flights::wait(answer).await {
                 Some(answer) => return answer,
                 // The reader it followed gave up: read the store itself.
@@ -156,7 +164,14 @@ impl DataService {
         {
             self.trip(&error.to_string());
         }
-        let answer = loaded.map(value);
+        let answer = match (loaded.map(value), stale) {
+            // A store that fails is no reason to refuse a copy still current.
+            (Err(error), Some(stale)) => {
+                tracing::warn!(%error, collection, "reading a stale cache entry anew failed: serving it once more");
+                Ok(Some(stale))
+            }
+            (answer, _) => answer,
+        };
         let _ = tell.send(Some(answer.clone()));
         answer
     }

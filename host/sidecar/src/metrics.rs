@@ -99,6 +99,8 @@ impl StoreOperation {
 pub enum CacheOutcome {
     Hit,
     Miss,
+    /// Past its TTL but current: served while one reader reads it anew.
+    Stale,
     /// The cache failed.
     Error,
     /// The cache was not asked: it failed a moment ago.
@@ -113,6 +115,7 @@ impl CacheOutcome {
         match self {
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
+            CacheOutcome::Stale => "stale",
             CacheOutcome::Error => "error",
             CacheOutcome::Bypass => "bypass",
         }

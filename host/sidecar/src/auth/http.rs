@@ -105,8 +105,7 @@ fn doc_write(method: &Method, path: &str) -> Option<DocWrite> {
 /// The layer: lets internal calls (no scope header) and public ones through,
 /// checks everything else, then audits what was written.
 pub async fn check_access(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    let headers = request.headers().clone();
-    let headers = &headers;
+    let headers = request.headers();
     let Some(access) = header_text(headers, SCOPE_HEADER) else {
         // A call of the sidecar's own tools, with the sidecar token only.
         return next.run(request).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup};
+use super::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup, kept_for};
 
 /// A collection's counters (see the cache module's comment); a lookup hands
 /// them out as its `Generation` and a fill reads them back.
@@ -99,10 +99,53 @@ impl Stored {
     }
 }
 
+/// One collection's counters and entries. Documents and pages are kept
+/// apart so that a write forgets its document by key and checks only the
+/// pages.
+#[derive(Default)]
+struct Collection {
+    counters: Counters,
+    docs: HashMap<String, Stored>,
+    pages: HashMap<String, Stored>,
+}
+
+impl Collection {
+    fn entries(&self, kind: EntryKind) -> &HashMap<String, Stored> {
+        match kind {
+            EntryKind::Doc => &self.docs,
+            EntryKind::Page => &self.pages,
+        }
+    }
+
+    fn forget_entries(&mut self) {
+        self.docs.clear();
+        self.pages.clear();
+    }
+
+    /// Forgets the pages a counter move retired, and the written document.
+    fn retire(&mut self, id: &str) {
+        self.docs.remove(id);
+        let counters = &self.counters;
+        self.pages.retain(|_, stored| stored.is_current(EntryKind::Page, counters));
+    }
+}
+
 #[derive(Default)]
 struct State {
-    counters: HashMap<String, Counters>,
-    entries: HashMap<(String, EntryKind, String), Stored>,
+    collections: HashMap<String, Collection>,
+}
+
+impl State {
+    fn collection(&mut self, name: &str) -> &mut Collection {
+        if !self.collections.contains_key(name) {
+            self.collections.insert(name.to_owned(), Collection::default());
+        }
+        self.collections.get_mut(name).expect("just inserted")
+    }
+
+    fn len(&self) -> usize {
+        self.collections.values().map(|collection| collection.docs.len() + collection.pages.len()).sum()
+    }
 }
 
 pub struct MemoryCache {
@@ -117,24 +160,6 @@ impl MemoryCache {
     }
 }
 
-impl State {
-    fn counters(&self, collection: &str) -> Counters {
-        self.counters.get(collection).cloned().unwrap_or_default()
-    }
-
-    /// Forgets the pages a counter move retired, and the written document.
-    fn retire(&mut self, collection: &str, id: &str) {
-        let now = self.counters(collection);
-        self.entries.retain(|(c, kind, key), stored| {
-            c != collection
-                || match kind {
-                    EntryKind::Doc => key != id,
-                    EntryKind::Page => stored.is_current(*kind, &now),
-                }
-        });
-    }
-}
-
 #[async_trait]
 impl Cache for MemoryCache {
     fn backend(&self) -> &'static str {
@@ -143,19 +168,29 @@ impl Cache for MemoryCache {
 
     async fn lookup(&self, collection: &str, kind: EntryKind, key: &str) -> CacheResult<Lookup> {
         let state = self.state.lock().expect("cache lock");
-        let counters = state.counters(collection);
-        let value = state
-            .entries
-            .get(&(collection.to_owned(), kind, key.to_owned()))
-            .filter(|stored| stored.at.elapsed() < self.ttl)
-            .filter(|stored| stored.is_current(kind, &counters))
-            .map(|stored| stored.value.clone());
-        Ok(Lookup { value, generation: counters.seen() })
+        let Some(collection) = state.collections.get(collection) else {
+            return Ok(Lookup { value: None, stale: false, generation: Counters::default().seen() });
+        };
+        let found = collection
+            .entries(kind)
+            .get(key)
+            .map(|stored| (stored, stored.at.elapsed()))
+            .filter(|(_, age)| *age < kept_for(self.ttl))
+            .filter(|(stored, _)| stored.is_current(kind, &collection.counters));
+        Ok(Lookup {
+            value: found.map(|(stored, _)| stored.value.clone()),
+            stale: found.is_some_and(|(_, age)| age >= self.ttl),
+            generation: collection.counters.seen(),
+        })
     }
 
     async fn fill(&self, collection: &str, entry: &Entry, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        let mut counters = state.counters(collection);
+        if state.len() >= self.max_entries {
+            state.collections.values_mut().for_each(Collection::forget_entries);
+        }
+        let collection = state.collection(collection);
+        let counters = &mut collection.counters;
         if !Counters::from_seen(seen).is_some_and(|seen| counters.admit(entry, &seen)) {
             return Ok(());
         }
@@ -170,26 +205,26 @@ impl Cache for MemoryCache {
                 (Some(counters.tail), None)
             }
         };
-        let generation = counters.generation;
-        state.counters.insert(collection.to_owned(), counters);
-        if state.entries.len() >= self.max_entries {
-            state.entries.clear();
-        }
-        let stored = Stored { value: value.to_owned(), at: Instant::now(), generation, tail, end };
-        state.entries.insert((collection.to_owned(), entry.kind(), key.to_owned()), stored);
+        let stored = Stored { value: value.to_owned(), at: Instant::now(), generation: counters.generation, tail, end };
+        match entry.kind() {
+            EntryKind::Doc => collection.docs.insert(key.to_owned(), stored),
+            EntryKind::Page => collection.pages.insert(key.to_owned(), stored),
+        };
         Ok(())
     }
 
     async fn invalidate(&self, collection: &str, id: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        state.counters.entry(collection.to_owned()).or_default().next_generation();
-        state.retire(collection, id);
+        let collection = state.collection(collection);
+        collection.counters.next_generation();
+        collection.retire(id);
         Ok(())
     }
 
     async fn inserted(&self, collection: &str, id: &str) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        let counters = state.counters.entry(collection.to_owned()).or_default();
+        let collection = state.collection(collection);
+        let counters = &mut collection.counters;
         match &counters.top {
             Some(top) if id > top.as_str() => counters.tail += 1,
             Some(_) => {
@@ -202,18 +237,18 @@ impl Cache for MemoryCache {
             None => counters.next_generation(),
         }
         counters.raise_top(id);
-        state.retire(collection, id);
+        collection.retire(id);
         Ok(())
     }
 
     async fn reset(&self) -> CacheResult<()> {
         let mut state = self.state.lock().expect("cache lock");
-        state.entries.clear();
         // Counters only ever move forward, so a fill that looked up before
         // the reset cannot match them afterwards.
-        for counters in state.counters.values_mut() {
-            counters.next_generation();
-            counters.top = None;
+        for collection in state.collections.values_mut() {
+            collection.forget_entries();
+            collection.counters.next_generation();
+            collection.counters.top = None;
         }
         Ok(())
     }
@@ -345,6 +380,19 @@ mod tests {
         // An update retires every page, and the ceiling starts over.
         cache.invalidate("orders", "b").await.unwrap();
         assert_eq!(page(&cache, "first").await, None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_turns_stale_past_its_ttl_and_goes_as_long_again_after() {
+        let cache = MemoryCache::new(100, Duration::from_millis(100));
+        let seen = cache.lookup("orders", EntryKind::Doc, "a").await.unwrap().generation;
+        cache.fill("orders", &Entry::Doc, "a", &seen, "doc").await.unwrap();
+        let found = || async { cache.lookup("orders", EntryKind::Doc, "a").await.map(|found| (found.value, found.stale)).unwrap() };
+        assert_eq!(found().await, (Some("doc".to_owned()), false));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(found().await, (Some("doc".to_owned()), true));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(found().await, (None, false));
     }
 
     #[test]

@@ -36,9 +36,20 @@
 //! ceiling. (Refusing every fill after a tail move, or moving the
 //! generation on every out-of-order insert, left a slow store's list pages
 //! uncached under steady inserts.)
+//!
+//! An entry is fresh for the cache's TTL and kept for [`kept_for`] it: past
+//! its TTL but still current (no write retired it) it is *stale*, and the
+//! data path serves it to every reader but one, who reads it anew. The
+//! counters already keep every entry in step with the writes made through
+//! the sidecars; the TTL only bounds how long an entry outlives a change made
+//! past them (`orders import`) and how long unread entries hold memory. A
+//! popular page expiring thus costs one store read in the background of the
+//! traffic, not every reader's wait on it.
 
 pub mod memory;
 pub mod redis;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -52,7 +63,15 @@ pub struct Generation(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
     pub value: Option<String>,
+    /// `value` is past its TTL (yet current): to be read anew.
+    pub stale: bool,
     pub generation: Generation,
+}
+
+/// How long an entry is kept, given the cache's TTL: as long again past
+/// it, in which it is served stale while one reader refreshes it.
+pub fn kept_for(ttl: Duration) -> Duration {
+    ttl.saturating_mul(2)
 }
 
 /// A cache entry kind: a document by id, or a list page by its query.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value as RedisValue};
 
-use super::{Cache, CacheError, CacheResult, Entry, EntryKind, Generation, Lookup};
+use super::{Cache, CacheError, CacheResult, Entry, EntryKind, Generation, Lookup, kept_for};
 
 /// Every script starts here: the collection's keys under the current
 /// epoch, its counters, and the entry's key. Ids compare as strings: they
@@ -33,23 +33,27 @@ local last_key = base .. ':lastpage:' .. generation .. ':' .. tail .. ':' .. key
 "#;
 
 /// A full page is stored as `<below> <last>\n<page>`: the inserts below the
-/// top counted when it was filled, and its last id.
+/// top counted when it was filled, and its last id. ARGV[5]: the time left
+/// to live (ms) under which an entry is stale, its TTL being past.
 const LOOKUP: &str = r#"
-local value = false
-if kind == 'doc' then value = redis.call('GET', doc_key)
+local value, found = false, false
+if kind == 'doc' then value, found = redis.call('GET', doc_key), doc_key
 else
   local stored = redis.call('GET', full_key)
   if stored then
     local page_below, page_last, page = string.match(stored, '^([^ ]*) ([^\n]*)\n(.*)$')
-    if page and (page_below == below or not ceiling or page_last < ceiling) then value = page end
+    if page and (page_below == below or not ceiling or page_last < ceiling) then value, found = page, full_key end
   else
-    value = redis.call('GET', last_key)
+    value, found = redis.call('GET', last_key), last_key
   end
 end
-return {generation .. ':' .. tail .. ':' .. below .. ':' .. (top or ''), value}
+local stale = 0
+if value and redis.call('PTTL', found) < tonumber(ARGV[5]) then stale = 1 end
+return {generation .. ':' .. tail .. ':' .. below .. ':' .. (top or ''), value, stale}
 "#;
 
-/// ARGV[5]: the counters seen, ARGV[6]: the value, ARGV[7]: its TTL,
+/// ARGV[5]: the counters seen, ARGV[6]: the value, ARGV[7]: how long it is
+/// kept (ms),
 /// ARGV[8]: for a page, the id that becomes the top if it is above it.
 /// The rules of `cache::memory::Counters::admit`: a full page survives a
 /// tail move when it ends at or below the top seen, and inserts below the
@@ -58,7 +62,7 @@ const FILL: &str = r#"
 local seen_generation, seen_tail, seen_below, seen_top = string.match(ARGV[5], '^([^:]*):([^:]*):([^:]*):(.*)$')
 if generation ~= seen_generation then return 0 end
 if kind == 'doc' then
-  redis.call('SET', doc_key, ARGV[6], 'EX', ARGV[7])
+  redis.call('SET', doc_key, ARGV[6], 'PX', ARGV[7])
   return 1
 end
 if kind == 'full' then
@@ -66,8 +70,8 @@ if kind == 'full' then
   if tail ~= seen_tail and not (seen_top ~= '' and ARGV[8] <= seen_top) then return 0 end
 elseif tail ~= seen_tail then return 0 end
 if not top or ARGV[8] > top then redis.call('SET', base .. ':top', ARGV[8]) end
-if kind == 'full' then redis.call('SET', full_key, below .. ' ' .. ARGV[8] .. '\n' .. ARGV[6], 'EX', ARGV[7])
-else redis.call('SET', last_key, ARGV[6], 'EX', ARGV[7]) end
+if kind == 'full' then redis.call('SET', full_key, below .. ' ' .. ARGV[8] .. '\n' .. ARGV[6], 'PX', ARGV[7])
+else redis.call('SET', last_key, ARGV[6], 'PX', ARGV[7]) end
 return 1
 "#;
 
@@ -102,6 +106,10 @@ pub struct RedisCache {
     fill: Script,
     invalidate: Script,
     inserted: Script,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 fn unavailable(error: redis::RedisError) -> CacheError {
@@ -157,16 +165,17 @@ impl Cache for RedisCache {
 
     async fn lookup(&self, collection: &str, kind: EntryKind, key: &str) -> CacheResult<Lookup> {
         let mut connection = self.connection.clone();
-        let (generation, value): (String, Option<String>) = self
+        let (generation, value, stale): (String, Option<String>, i64) = self
             .lookup
             .arg(&self.namespace)
             .arg(collection)
             .arg(kind.as_str())
             .arg(key)
+            .arg(millis(kept_for(self.ttl) - self.ttl))
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(Lookup { value, generation: Generation(generation) })
+        Ok(Lookup { value, stale: stale == 1, generation: Generation(generation) })
     }
 
     async fn fill(&self, collection: &str, entry: &Entry, key: &str, seen: &Generation, value: &str) -> CacheResult<()> {
@@ -184,7 +193,7 @@ impl Cache for RedisCache {
             .arg(key)
             .arg(&seen.0)
             .arg(value)
-            .arg(self.ttl.as_secs().max(1))
+            .arg(millis(kept_for(self.ttl)))
             .arg(bound)
             .invoke_async(&mut connection)
             .await
