@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +42,8 @@ SCENARIOS = ("get-by-id", "get-by-id-cold", "list", "create", "update", "half-ra
 # Run on their own only: `peak-10k` is the last ramp of `peak` alone, and
 # the Locust cross-check (about 5 minutes) checks the generator, not the system.
 NOT_IN_ALL = ("peak-10k", "locust-cross-check")
+# Rounds of each side when the key check's cost is measured (see measure_auth_cost).
+AUTH_ROUNDS = 3
 
 
 # --------------------------------------------------------------------------- settings
@@ -244,6 +247,12 @@ def run_bounded(name, argv, timeout, env=None):
 
 
 # --------------------------------------------------------------------------- /proc
+
+def cpu_us_per_request(result):
+    """The system's CPU time over a watched wrk run, per request served."""
+    system_cpu = result["cpu_percent"].get("system")
+    return round(system_cpu / 100.0 / result["rps"] * 1e6) if system_cpu and result["rps"] else None
+
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -812,18 +821,23 @@ class Bench:
     def peak_rss(self, pids):
         return round(sum(vm_kib(pid) for pid in pids) / 1024, 1)
 
+    def watched_wrk(self, base, script, id_file, connections, pids, cold_stride=None):
+        """One wrk run, with the CPU of the system (and the stores) and the product's metrics over it."""
+        watch = CpuWatch({"system": pids, **self.store_pids()})
+        product = MetricsWatch(self.metrics_urls)
+        result = self.wrk(base, script, id_file, connections, self.settings.wrk_seconds, cold_stride=cold_stride)
+        result["connections"] = connections
+        result["cpu_percent"] = {**watch.shares(), "wrk": result["wrk_cpu_percent"]}
+        result["product_metrics"] = product.summary()
+        return result
+
     def max_throughput(self, system, scenario, base, id_file, pids, script=None, extra=None):
         """wrk at each connection count; the best with no errors (or the fewest errors)."""
         best = None
         runs = []
         for connections in self.settings.connections:
-            watch = CpuWatch({"system": pids, **self.store_pids()})
-            product = MetricsWatch(self.metrics_urls)
-            result = self.wrk(base, script or scenario, id_file, connections, self.settings.wrk_seconds,
-                              cold_stride=(scenario == "get-by-id-cold"))
-            result["connections"] = connections
-            result["cpu_percent"] = {**watch.shares(), "wrk": result["wrk_cpu_percent"]}
-            result["product_metrics"] = product.summary()
+            result = self.watched_wrk(base, script or scenario, id_file, connections, pids,
+                                      cold_stride=(scenario == "get-by-id-cold"))
             # Mostly error statuses (401, 404, 422…) is a harness that talks to
             # the system wrongly, not a measurement: the phase fails.
             if result["errors"]["status"] * 2 > max(1, result["requests"]):
@@ -837,8 +851,7 @@ class Bench:
         if result["wrk_cpu_percent"] >= 85 * min(self.settings.wrk_threads, result["connections"]):
             self.notes.append(f"{scenario} ({system}): wrk used {result['wrk_cpu_percent']:.0f}% CPU; the load "
                               "generator, not only the system, was near its limit")
-        system_cpu = result["cpu_percent"].get("system")
-        cpu_us = round(system_cpu / 100.0 / result["rps"] * 1e6) if system_cpu and result["rps"] else None
+        cpu_us = cpu_us_per_request(result)
         return self.record(
             scenario, system, rps=round(result["rps"], 1), p50_ms=result["p50_us"] / 1000, p99_ms=result["p99_us"] / 1000,
             p999_ms=result["p999_us"] / 1000, errors=result["errors_total"], peak_rss_mib=self.peak_rss(pids),
@@ -1119,27 +1132,43 @@ class Bench:
             self.measure_auth_cost(data_dir, ids, id_file, store)
 
     def measure_auth_cost(self, data_dir, ids, id_file, store):
-        """Cached get-by-id on the same embedded store with `--auth off`: what the key check costs per request."""
+        """What the key check costs per cached get-by-id: two `orders up` on copies of one embedded store,
+        one with `--auth off`, loaded in turn for AUTH_ROUNDS rounds each at the same connection count (so
+        drift on a shared machine falls on both alike); the medians are compared."""
         with_auth = report.find(self.records, "get-by-id-embedded")
-        services, base, pids, _ = self.start_embedded(data_dir, keep_store=True, auth=False)
-        sweep = self.settings.connections
-        # At the connection count the run with a key did best at: CPU per
-        # request depends on it, and the two runs must differ in auth alone.
-        if with_auth:
-            self.settings.connections = [with_auth["connections"]]
+        connections = with_auth["connections"] if with_auth else self.settings.connections[0]
+        off_dir = self.run_dir / "ours-embedded-auth-off"
+        shutil.rmtree(off_dir, ignore_errors=True)
+        shutil.copytree(data_dir, off_dir)
+        instances = {}
         try:
-            warm_reads(base, ids)
-            without = self.max_throughput("ours", "get-by-id", base, id_file, pids, extra={**store, "auth": "off"})
-            without["scenario"] = "get-by-id-embedded-auth-off"
+            for auth, directory in (("on", data_dir), ("off", off_dir)):
+                services, base, pids, _ = self.start_embedded(directory, keep_store=True, auth=auth == "on")
+                instances[auth] = (services, base, pids, os.environ.get("ORDERS_API_KEY"))
+                warm_reads(base, ids)
+            rounds = {"on": [], "off": []}
+            for number in range(1, AUTH_ROUNDS + 1):
+                for auth, (_, base, pids, key) in instances.items():
+                    os.environ.pop("ORDERS_API_KEY", None)
+                    if key:
+                        os.environ["ORDERS_API_KEY"] = key
+                    self.metrics_urls = [base]
+                    result = self.watched_wrk(base, "get-by-id", id_file, connections, pids)
+                    if result["errors_total"]:
+                        raise RuntimeError(f"auth cost, auth {auth}, round {number}: {result['errors_total']} errors")
+                    rounds[auth].append({"cpu_us": cpu_us_per_request(result), "rps": round(result["rps"], 1)})
+                    print(f"   auth {auth}, round {number}/{AUTH_ROUNDS}: {rounds[auth][-1]}", flush=True)
         finally:
-            self.settings.connections = sweep
-            self.stop_services(services)
-        on, off = (with_auth or {}).get("cpu_us_per_request"), without.get("cpu_us_per_request")
-        self.record("auth-cost", "ours", cpu_us_with_auth=on, cpu_us_without_auth=off,
-                    cpu_us_per_check=(on - off) if on is not None and off is not None else None,
-                    rps_with_auth=(with_auth or {}).get("rps"), rps_without_auth=without.get("rps"),
+            for services, *_ in instances.values():
+                self.stop_services(services)
+        median = {auth: statistics.median(r["cpu_us"] for r in runs) for auth, runs in rounds.items()}
+        self.record("auth-cost", "ours", cpu_us_with_auth=median["on"], cpu_us_without_auth=median["off"],
+                    cpu_us_per_check=median["on"] - median["off"], rounds=rounds, connections=connections,
+                    rps_with_auth=statistics.median(r["rps"] for r in rounds["on"]),
+                    rps_without_auth=statistics.median(r["rps"] for r in rounds["off"]),
                     where="orders up, embedded store, cached GET /orders/{id}: an admin API key vs --auth off",
-                    source="process CPU time over the wrk run divided by the requests served")
+                    source=f"process CPU time over each wrk run divided by the requests served; {AUTH_ROUNDS} "
+                           "alternating rounds of each, medians")
 
     def seed_through_api(self, base, count):
         run_bounded("orders-seed", [str(self.orders_bin), "seed", str(count), "--url", base, "--concurrency", "32"],

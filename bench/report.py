@@ -163,6 +163,16 @@ LIST_PAGES_AND_INSERTS = ("List pages: a full page stays cached through inserts,
                           "page is read anew after every insert (docs/adr/0015)")
 
 
+def auth_rounds_text(auth):
+    rounds = len((auth.get("rounds") or {}).get("on") or []) or 1
+    return f"{rounds} alternating rounds of each at {fmt(auth.get('connections'))} connections" if rounds > 1 \
+        else "one run of each, one after the other"
+
+
+def rounds_cpu(auth, side):
+    return " / ".join(fmt(r.get("cpu_us")) for r in (auth.get("rounds") or {}).get(side) or []) or "–"
+
+
 def cache_hits(cache):
     """Reads answered from the cache: fresh, or past the TTL while re-read."""
     return int(cache.get("hit", 0) + cache.get("stale", 0))
@@ -385,9 +395,8 @@ def targets(records, facts):
         add("cost of access control (key check) per request", "≤ 10 CPU-µs", f"{fmt(auth['cpu_us_per_check'])} CPU-µs",
             0 <= auth["cpu_us_per_check"] <= 10,
             f"With the key {fmt(auth.get('cpu_us_with_auth'))} vs `--auth off` {fmt(auth.get('cpu_us_without_auth'))} "
-            "CPU-µs per request, each measured once, one after the other, on a shared machine. In the flame graph "
-            "(docs/images/flame-after.svg) the check itself (`check_access`) is under 1% of a request, so most of the "
-            "difference is run-to-run drift; alternating several rounds of each would settle it.")
+            f"CPU-µs per request: the medians of {auth_rounds_text(auth)}. In the flame graph "
+            "(docs/images/flame-after.svg) the check itself (`check_access`) is under 1% of a request.")
     else:
         add("cost of access control (key check) per request", "≤ 10 CPU-µs", None, False)
 
@@ -431,11 +440,14 @@ def markdown_costs(records):
     auth = find(records, "auth-cost")
     if auth:
         out += ["**What access control costs** (`orders up`, embedded store, cached `GET /orders/{id}`, the same data "
-                "directory started twice; process CPU time over the wrk run divided by the requests served):", "",
-                "| | CPU-µs per request | requests/s |", "|---|---:|---:|",
-                f"| admin API key, checked by the sidecar | {fmt(auth.get('cpu_us_with_auth'))} | {fmt(auth.get('rps_with_auth'))} |",
-                f"| `--auth off` | {fmt(auth.get('cpu_us_without_auth'))} | {fmt(auth.get('rps_without_auth'))} |",
-                f"| the check | {fmt(auth.get('cpu_us_per_check'))} | |", ""]
+                f"directory copied and started twice; process CPU time over each wrk run divided by the requests served, "
+                f"{auth_rounds_text(auth)}):", "",
+                "| | CPU-µs per request (median) | each round | requests/s (median) |", "|---|---:|---|---:|",
+                f"| admin API key, checked by the sidecar | {fmt(auth.get('cpu_us_with_auth'))} | {rounds_cpu(auth, 'on')} | "
+                f"{fmt(auth.get('rps_with_auth'))} |",
+                f"| `--auth off` | {fmt(auth.get('cpu_us_without_auth'))} | {rounds_cpu(auth, 'off')} | "
+                f"{fmt(auth.get('rps_without_auth'))} |",
+                f"| the check | {fmt(auth.get('cpu_us_per_check'))} | | |", ""]
     rss_rows = []
     for r in records:
         if r["scenario"] == "peak-rss":
