@@ -734,6 +734,9 @@ def markdown(records, facts, notes, scenario):
         "- CPU shares in the notes are CPU time over wall time from /proc (100% = one core); wrk and the database "
         "share the same two cores as the system under test. CPU-µs/request is the system's own CPU time divided by "
         "the requests it answered.",
+        "- Access control's cost: two `orders up` over copies of the embedded store, one with `--auth off`, "
+        "cached get-by-id loaded in turn (rounds of each at the connection count of the keyed run's best), "
+        "the medians compared.",
         markdown_baseline(facts),
         "",
         "## Targets",

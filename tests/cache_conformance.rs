@@ -311,6 +311,28 @@ async fn readers_missing_one_page_at_once_share_one_store_read(service: Service)
     assert_eq!(all_pages(&data).await, store_pages(&data).await);
 }
 
+/// A reader following another's store read, when that reader gives up
+/// (its request cancelled), looks again and leads: its own read fills the
+/// cache.
+async fn a_reader_whose_leader_gave_up_reads_and_fills_itself(service: Service) {
+    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
+    let data = gated.data(&service);
+    for quantity in 0..25 {
+        insert(&data, quantity).await;
+    }
+    gated.hold_next.store(true, Ordering::SeqCst);
+    let leader = tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } });
+    gated.held.notified().await;
+    let follower = tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } });
+    // Time for the follower to miss and follow the held read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    leader.abort();
+    let served = tokio::time::timeout(Duration::from_secs(5), follower).await.expect("the follower is not left waiting");
+    assert_eq!(gated.lists.load(Ordering::SeqCst), 2, "the follower read once");
+    assert!(cached(service.cache.as_ref(), None).await, "and filled the cache");
+    assert_eq!(served.expect("follower"), store_pages(&data).await.swap_remove(0));
+}
+
 /// A page past its TTL that no write retired is served while one reader
 /// reads it anew: an expiry keeps no other reader waiting on the store. A
 /// change made past the cache (as `orders import` makes) shows once that
@@ -431,6 +453,7 @@ both_caches!(
     full_pages_read_during_an_insert_are_kept => TTL,
     an_insert_below_the_top_retires_only_the_pages_it_may_belong_in => TTL,
     readers_missing_one_page_at_once_share_one_store_read => TTL,
+    a_reader_whose_leader_gave_up_reads_and_fills_itself => TTL,
     a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew => SHORT_TTL,
     no_stale_read_under_concurrent_writes => TTL,
 );

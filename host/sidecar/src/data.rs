@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::cache::{Cache, CacheResult, Entry, EntryKind, Generation};
+use crate::cache::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup};
 use crate::metrics::{CacheOutcome, SidecarMetrics, StoreMetrics, StoreOperation};
 use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome};
 
@@ -126,41 +126,44 @@ impl DataService {
         load: impl Future<Output = StoreResult<Option<(Entry, String)>>>,
     ) -> StoreResult<Option<String>> {
         let value = |loaded: Option<(Entry, String)>| loaded.map(|(_, value)| value);
-        if !self.cache_usable().await {
-            self.metrics.cache(CacheOutcome::Bypass);
-            return load.await.map(value);
-        }
-        let lookup = match self.cache.lookup(collection, kind, key).await {
-            Ok(lookup) => lookup,
-            Err(error) => {
-                self.trip(&error.to_string());
-                self.metrics.cache(CacheOutcome::Error);
+        // Looks again only when the reader it followed gave up (its request
+        // cancelled): then this one may lead, and its read fills the cache.
+        let (generation, stale, _leading, tell) = loop {
+            if !self.cache_usable().await {
+                self.metrics.cache(CacheOutcome::Bypass);
                 return load.await.map(value);
             }
-        };
-        let stale = match lookup.value {
-            Some(value) if !lookup.stale => {
-                self.metrics.cache(CacheOutcome::Hit);
-                return Ok(Some(value));
+            let Lookup { value: found, stale: expired, generation } = match self.cache.lookup(collection, kind, key).await {
+                Ok(lookup) => lookup,
+                Err(error) => {
+                    self.trip(&error.to_string());
+                    self.metrics.cache(CacheOutcome::Error);
+                    return load.await.map(value);
+                }
+            };
+            let stale = match found {
+                Some(value) if !expired => {
+                    self.metrics.cache(CacheOutcome::Hit);
+                    return Ok(Some(value));
+                }
+                stale => stale,
+            };
+            self.metrics.cache(if stale.is_some() { CacheOutcome::Stale } else { CacheOutcome::Miss });
+            let flight = (collection.to_owned(), kind, key.to_owned());
+            match self.flights.join_or_lead(flight, &generation) {
+                // Another reader is reading it anew, and no write retired the
+                // stale copy since that reader's lookup: it is still current.
+                Flight::Follow(_) if stale.is_some() => return Ok(stale),
+                Flight::Follow(answer) => match Flights::wait(answer).await {
+                    Some(answer) => return answer,
+                    None => continue,
+                },
+                Flight::Lead(leading, tell) => break (generation, stale, leading, tell),
             }
-            stale => stale,
-        };
-        self.metrics.cache(if stale.is_some() { CacheOutcome::Stale } else { CacheOutcome::Miss });
-        let flight = (collection.to_owned(), kind, key.to_owned());
-        let (_leading, tell) = match self.flights.join_or_lead(flight, &lookup.generation) {
-            // Another reader is reading it anew, and no write retired the
-            // stale copy since that reader's lookup: it is still current.
-            Flight::Follow(_) if stale.is_some() => return Ok(stale),
-            Flight::Follow(answer) => match Flights::wait(answer).await {
-                Some(answer) => return answer,
-                // The reader it followed gave up: read the store itself.
-                None => return load.await.map(value),
-            },
-            Flight::Lead(leading, tell) => (leading, tell),
         };
         let loaded = load.await;
         if let Ok(Some((entry, value))) = &loaded
-            && let Err(error) = self.cache.fill(collection, entry, key, &lookup.generation, value).await
+            && let Err(error) = self.cache.fill(collection, entry, key, &generation, value).await
         {
             self.trip(&error.to_string());
         }
