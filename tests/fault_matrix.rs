@@ -470,7 +470,9 @@ impl BundleInFlight {
             .follow(&self.id, None, Duration::from_secs(10), |_| false)
             .await
             .expect("the bundle's events");
-        let last = events.last().and_then(|e| e.id.clone());
+        // The resume point is the last event that had an id: `clock` events
+        // carry none (as with a browser's EventSource, they do not move it).
+        let last = events.iter().rev().find_map(|e| e.id.clone());
         if let Ok(later) = client
             .follow(&self.id, last.as_deref(), Duration::from_secs(3), |_| false)
             .await

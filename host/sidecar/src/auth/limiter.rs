@@ -78,6 +78,12 @@ impl Limiter {
         let window = now / window_secs;
         let reset_secs = (window + 1) * window_secs - now;
         let used = match self {
+            // A look (every keyed request looks at its client's failures)
+            // neither allocates nor adds a bucket.
+            Limiter::Memory(buckets) if !count => {
+                let buckets = buckets.lock().expect("limiter lock");
+                buckets.get(bucket).filter(|(at, _)| *at == window).map_or(0, |(_, used)| *used)
+            }
             Limiter::Memory(buckets) => {
                 let mut buckets = buckets.lock().expect("limiter lock");
                 if buckets.len() >= MEMORY_BUCKETS {
@@ -87,9 +93,7 @@ impl Limiter {
                 if entry.0 != window {
                     *entry = (window, 0);
                 }
-                if count {
-                    entry.1 = entry.1.saturating_add(1);
-                }
+                entry.1 = entry.1.saturating_add(1);
                 entry.1
             }
             Limiter::Redis {

@@ -78,7 +78,8 @@ pub struct CheckFailed(pub StoreError);
 
 struct Cached {
     fetched: Instant,
-    key: Option<KeyRecord>,
+    /// Shared, so a warm lookup copies no strings.
+    key: Option<Arc<KeyRecord>>,
 }
 
 pub struct Verifier {
@@ -153,7 +154,7 @@ impl Verifier {
     }
 
     /// The active key with this hash, from the cache while it is fresh.
-    async fn lookup(&self, hash: &str) -> Result<Option<KeyRecord>, CheckFailed> {
+    async fn lookup(&self, hash: &str) -> Result<Option<Arc<KeyRecord>>, CheckFailed> {
         {
             let cache = self.cache.lock().expect("key cache lock");
             if let Some(cached) = cache
@@ -164,7 +165,7 @@ impl Verifier {
             }
         }
         let found = match tokio::time::timeout(self.timeout, self.keys.key_by_hash(hash)).await {
-            Ok(Ok(found)) => found.filter(|key| !key.is_revoked()),
+            Ok(Ok(found)) => found.filter(|key| !key.is_revoked()).map(Arc::new),
             Ok(Err(error)) => return Err(CheckFailed(error)),
             Err(_) => {
                 return Err(CheckFailed(StoreError::Unavailable(format!(
