@@ -107,6 +107,16 @@ impl DocumentStore for GatedStore {
     }
 }
 
+/// A gated store over `service`'s, holding 25 orders, and a data path over it.
+async fn gated_with_orders(service: &Service) -> (Arc<GatedStore>, Arc<DataService>) {
+    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
+    let data = gated.data(service);
+    for quantity in 0..25 {
+        insert(&data, quantity).await;
+    }
+    (gated, data)
+}
+
 fn order(quantity: i64) -> Map<String, Value> {
     json!({ "product": "Banner", "quantity": quantity }).as_object().cloned().expect("an object")
 }
@@ -277,11 +287,7 @@ async fn an_insert_below_the_top_retires_only_the_pages_it_may_belong_in(service
 /// Readers that miss one page at once share one store read; a reader that
 /// begins after a write was acknowledged never shares a read begun before it.
 async fn readers_missing_one_page_at_once_share_one_store_read(service: Service) {
-    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
-    let data = gated.data(&service);
-    for quantity in 0..25 {
-        insert(&data, quantity).await;
-    }
+    let (gated, data) = gated_with_orders(&service).await;
     gated.hold_next.store(true, Ordering::SeqCst);
     let readers: Vec<_> = (0..20).map(|_| tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } })).collect();
     gated.held.notified().await;
@@ -315,11 +321,7 @@ async fn readers_missing_one_page_at_once_share_one_store_read(service: Service)
 /// (its request cancelled), looks again and leads: its own read fills the
 /// cache.
 async fn a_reader_whose_leader_gave_up_reads_and_fills_itself(service: Service) {
-    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
-    let data = gated.data(&service);
-    for quantity in 0..25 {
-        insert(&data, quantity).await;
-    }
+    let (gated, data) = gated_with_orders(&service).await;
     gated.hold_next.store(true, Ordering::SeqCst);
     let leader = tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } });
     gated.held.notified().await;
@@ -338,11 +340,7 @@ async fn a_reader_whose_leader_gave_up_reads_and_fills_itself(service: Service) 
 /// change made past the cache (as `orders import` makes) shows once that
 /// read is done; a write through the data path retires the page at once.
 async fn a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew(service: Service) {
-    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
-    let data = gated.data(&service);
-    for quantity in 0..25 {
-        insert(&data, quantity).await;
-    }
+    let (gated, data) = gated_with_orders(&service).await;
     let before = page(&data, None).await;
     let first_id = before[0].0.clone();
     let lists = || gated.lists.load(Ordering::SeqCst);

@@ -117,6 +117,13 @@ impl Collection {
         }
     }
 
+    fn entries_mut(&mut self, kind: EntryKind) -> &mut HashMap<String, Stored> {
+        match kind {
+            EntryKind::Doc => &mut self.docs,
+            EntryKind::Page => &mut self.pages,
+        }
+    }
+
     fn forget_entries(&mut self) {
         self.docs.clear();
         self.pages.clear();
@@ -206,10 +213,7 @@ impl Cache for MemoryCache {
             }
         };
         let stored = Stored { value: value.to_owned(), at: Instant::now(), generation: counters.generation, tail, end };
-        match entry.kind() {
-            EntryKind::Doc => collection.docs.insert(key.to_owned(), stored),
-            EntryKind::Page => collection.pages.insert(key.to_owned(), stored),
-        };
+        collection.entries_mut(entry.kind()).insert(key.to_owned(), stored);
         Ok(())
     }
 

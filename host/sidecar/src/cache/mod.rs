@@ -43,8 +43,8 @@
 //! counters already keep every entry in step with the writes made through
 //! the sidecars; the TTL only bounds how long an entry outlives a change made
 //! past them (`orders import`) and how long unread entries hold memory. A
-//! popular page expiring thus costs one store read in the background of the
-//! traffic, not every reader's wait on it.
+//! popular page expiring thus costs one reader's wait on the store, not
+//! every reader's.
 
 pub mod memory;
 pub mod redis;
