@@ -377,6 +377,45 @@ async fn a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew(service: S
     assert!(!cached(service.cache.as_ref(), None).await);
 }
 
+/// Inserts while a stale page is read anew send no other reader to the
+/// store: an insert above a full page moves the counters but leaves the
+/// page current. After a failed re-read the page is not read again for a
+/// pause (data.rs: a slow store is not sent its slow query back to back).
+async fn a_stale_page_is_read_anew_once_through_inserts_and_paused_after_a_failure(service: Service) {
+    let (gated, data) = gated_with_orders(&service).await;
+    let before = page(&data, None).await;
+    let lists = || gated.lists.load(Ordering::SeqCst);
+    tokio::time::sleep(ROOMY_TTL + Duration::from_millis(200)).await;
+
+    gated.hold_next.store(true, Ordering::SeqCst);
+    let refresher = tokio::spawn({ let data = data.clone(); async move { page(&data, None).await } });
+    gated.held.notified().await;
+    for quantity in 100..110 {
+        insert(&data, quantity).await;
+        let served = tokio::time::timeout(Duration::from_secs(2), page(&data, None)).await;
+        assert_eq!(served.expect("served without waiting on the read under way"), before, "the stale copy, current");
+    }
+    assert_eq!(lists(), 2, "one reader read the page anew, inserts or not");
+    gated.release.notify_one();
+    assert_eq!(refresher.await.expect("reader"), before);
+
+    tokio::time::sleep(ROOMY_TTL + Duration::from_millis(200)).await;
+    gated.fail_next.store(true, Ordering::SeqCst);
+    assert_eq!(page(&data, None).await, before, "a failed read anew serves the stale copy");
+    assert_eq!(lists(), 3);
+    for quantity in 200..205 {
+        insert(&data, quantity).await;
+        assert_eq!(page(&data, None).await, before);
+    }
+    assert_eq!(lists(), 3, "not read again straight after a failure");
+    // The first pause after a failure is a second (data.rs).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(page(&data, None).await, before);
+    assert_eq!(lists(), 4, "read again once the pause is over");
+    assert_eq!(page(&data, None).await, before);
+    assert_eq!(lists(), 4, "and cached afresh");
+}
+
 /// Writers and readers at once: after each of its writes (insert, update,
 /// delete of its own orders) is acknowledged, a writer's reads through the
 /// cache see it while the others keep inserting, and at the end every page
@@ -445,6 +484,9 @@ macro_rules! both_caches {
 const TTL: Duration = Duration::from_secs(300);
 /// For the case about entries past their TTL.
 const SHORT_TTL: Duration = Duration::from_secs(1);
+/// For the case that writes while an entry is stale: room for its writes
+/// before the entry is gone (at twice its TTL).
+const ROOMY_TTL: Duration = Duration::from_secs(3);
 
 both_caches!(
     full_pages_stay_cached_through_inserts => TTL,
@@ -453,5 +495,6 @@ both_caches!(
     readers_missing_one_page_at_once_share_one_store_read => TTL,
     a_reader_whose_leader_gave_up_reads_and_fills_itself => TTL,
     a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew => SHORT_TTL,
+    a_stale_page_is_read_anew_once_through_inserts_and_paused_after_a_failure => ROOMY_TTL,
     no_stale_read_under_concurrent_writes => TTL,
 );

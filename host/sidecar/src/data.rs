@@ -8,7 +8,10 @@
 //! [`Flights`]): when a popular page is retired by a write, hundreds of
 //! users asking for it would otherwise each send the slow query. An entry
 //! past its TTL but still current is served while one reader reads it anew
-//! (or when that read fails), so its expiry keeps no reader waiting but one.
+//! (or when that read fails), so its expiry keeps no reader waiting but one;
+//! after a failed re-read the entry is not read again for a pause that
+//! doubles with each failure, so a slow store is not sent the same slow
+//! query back to back.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +28,12 @@ use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, S
 
 /// How long reads skip a cache that just failed.
 const CACHE_RETRY_AFTER: Duration = Duration::from_millis(500);
+/// After a stale entry's re-read failed, how long its copy is served before
+/// another reader reads it again; doubled with each failure in a row.
+const STALE_REREAD_PAUSE: Duration = Duration::from_secs(1);
+const STALE_REREAD_PAUSE_MAX: Duration = Duration::from_secs(30);
+/// Entries whose re-read failed, remembered at most; past it the pauses start over.
+const PAUSED_ENTRIES: usize = 10_000;
 
 pub struct DataService {
     store: Arc<dyn DocumentStore>,
@@ -128,7 +137,7 @@ impl DataService {
         let value = |loaded: Option<(Entry, String)>| loaded.map(|(_, value)| value);
         // Looks again only when the reader it followed gave up (its request
         // cancelled): then this one may lead, and its read fills the cache.
-        let (generation, stale, _leading, tell) = loop {
+        let (generation, stale, leading, tell) = loop {
             if !self.cache_usable().await {
                 self.metrics.cache(CacheOutcome::Bypass);
                 return load.await.map(value);
@@ -150,10 +159,10 @@ impl DataService {
             };
             self.metrics.cache(if stale.is_some() { CacheOutcome::Stale } else { CacheOutcome::Miss });
             let flight = (collection.to_owned(), kind, key.to_owned());
-            match self.flights.join_or_lead(flight, &generation) {
-                // Another reader is reading it anew, and no write retired the
-                // stale copy since that reader's lookup: it is still current.
-                Flight::Follow(_) if stale.is_some() => return Ok(stale),
+            match self.flights.join_or_lead(flight, &generation, stale.is_some()) {
+                // Another reader is reading it anew, or a re-read failed a
+                // moment ago: this lookup found the copy current, so serve it.
+                Flight::ServeStale => return Ok(stale),
                 Flight::Follow(answer) => match Flights::wait(answer).await {
                     Some(answer) => return answer,
                     None => continue,
@@ -170,10 +179,16 @@ impl DataService {
         let answer = match (loaded.map(value), stale) {
             // A store that fails is no reason to refuse a copy still current.
             (Err(error), Some(stale)) => {
-                tracing::warn!(%error, collection, "reading a stale cache entry anew failed: serving it once more");
+                let pause = leading.pause_rereads();
+                tracing::warn!(%error, collection, ?pause, "reading a stale cache entry anew failed: serving it meanwhile");
                 Ok(Some(stale))
             }
-            (answer, _) => answer,
+            (answer, stale) => {
+                if stale.is_some() {
+                    leading.end_pause();
+                }
+                answer
+            }
         };
         let _ = tell.send(Some(answer.clone()));
         answer
@@ -234,10 +249,23 @@ type Answer = Option<StoreResult<Option<String>>>;
 /// it is acknowledged, so then no write acknowledged before this reader
 /// began had moved them after the other read's lookup: its store write was
 /// done before that read, which therefore holds it. (A read after a write
-/// still never sees the old value.)
+/// still never sees the old value.) A reader that found a stale copy waits
+/// for nothing: its own lookup found the copy current, whatever the counters.
 #[derive(Default)]
 struct Flights {
-    loading: Mutex<HashMap<FlightKey, (Generation, watch::Receiver<Answer>)>>,
+    table: Mutex<FlightTable>,
+}
+
+#[derive(Default)]
+struct FlightTable {
+    loading: HashMap<FlightKey, (Generation, watch::Receiver<Answer>)>,
+    /// Stale entries whose re-read failed, and until when they are not read again.
+    paused: HashMap<FlightKey, Pause>,
+}
+
+struct Pause {
+    until: Instant,
+    failures: u32,
 }
 
 /// Takes a flight off the list when its reader is done or gives up (its
@@ -248,16 +276,39 @@ struct Leading<'a> {
     answer: watch::Receiver<Answer>,
 }
 
+impl Leading<'_> {
+    /// After this reader's re-read of a stale entry failed: its copy is
+    /// served without another re-read for a pause, longer after each failure.
+    fn pause_rereads(&self) -> Duration {
+        let mut table = self.flights.table.lock().expect("flights lock");
+        if table.paused.len() >= PAUSED_ENTRIES && !table.paused.contains_key(&self.key) {
+            table.paused.clear();
+        }
+        let pause = table.paused.entry(self.key.clone()).or_insert(Pause { until: Instant::now(), failures: 0 });
+        let length = STALE_REREAD_PAUSE.saturating_mul(1 << pause.failures.min(16)).min(STALE_REREAD_PAUSE_MAX);
+        pause.failures += 1;
+        pause.until = Instant::now() + length;
+        length
+    }
+
+    /// After this reader's re-read of a stale entry worked: no more pauses.
+    fn end_pause(&self) {
+        self.flights.table.lock().expect("flights lock").paused.remove(&self.key);
+    }
+}
+
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        let mut loading = self.flights.loading.lock().expect("flights lock");
-        if loading.get(&self.key).is_some_and(|(_, answer)| answer.same_channel(&self.answer)) {
-            loading.remove(&self.key);
+        let mut table = self.flights.table.lock().expect("flights lock");
+        if table.loading.get(&self.key).is_some_and(|(_, answer)| answer.same_channel(&self.answer)) {
+            table.loading.remove(&self.key);
         }
     }
 }
 
 enum Flight<'a> {
+    /// The reader holds a stale copy and need not read it anew now.
+    ServeStale,
     /// Another reader is reading this entry under the same counters.
     Follow(watch::Receiver<Answer>),
     /// This reader reads it, and tells those who follow.
@@ -265,18 +316,24 @@ enum Flight<'a> {
 }
 
 impl Flights {
-    /// Follows a read of `key` in flight under the same counters, or else
-    /// registers this reader's own (in one step, so two readers missing at
-    /// once cannot both lead).
-    fn join_or_lead(&self, key: FlightKey, seen: &Generation) -> Flight<'_> {
-        let mut loading = self.loading.lock().expect("flights lock");
-        if let Some((generation, answer)) = loading.get(&key)
+    /// For a reader holding a stale copy: serve it while the entry is being
+    /// read or its re-reads are paused. Otherwise follows a read of `key` in
+    /// flight under the same counters, or else registers this reader's own
+    /// (in one step, so two readers missing at once cannot both lead).
+    fn join_or_lead(&self, key: FlightKey, seen: &Generation, stale: bool) -> Flight<'_> {
+        let mut table = self.table.lock().expect("flights lock");
+        if stale
+            && (table.loading.contains_key(&key) || table.paused.get(&key).is_some_and(|pause| Instant::now() < pause.until))
+        {
+            return Flight::ServeStale;
+        }
+        if let Some((generation, answer)) = table.loading.get(&key)
             && generation == seen
         {
             return Flight::Follow(answer.clone());
         }
         let (tell, answer) = watch::channel(None);
-        loading.insert(key.clone(), (seen.clone(), answer.clone()));
+        table.loading.insert(key.clone(), (seen.clone(), answer.clone()));
         Flight::Lead(Leading { flights: self, key, answer }, tell)
     }
 

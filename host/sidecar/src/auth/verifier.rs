@@ -3,11 +3,21 @@
 //! Keys are looked up by hash and remembered for [`KEY_CACHE_TTL`], found or
 //! not, so a request costs no store round trip of its own while a key is
 //! warm, and a key revoked by `orders keys revoke` (on any machine sharing the
-//! store) is refused by every sidecar within that bound.
+//! store) is refused by every sidecar within that bound. A lookup is trusted
+//! from the moment it began, not ended, so a slow answer does not stretch it.
+//!
+//! A key in use stays warm: the first request to find its lookup older than
+//! [`KEY_REFRESH_AFTER`] starts one lookup in the background and is served
+//! meanwhile, so requests wait on the store only for a key not seen lately —
+//! and then every request for that key waits on the same lookup.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::Shared;
+use tokio::sync::oneshot;
 
 use orders_access::{Refusal, Scope};
 
@@ -19,6 +29,8 @@ use crate::store::keys::{KeyRecord, KeyStore};
 
 /// How long a lookup is trusted; a revoked key is refused everywhere within it.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Past this age a lookup still in use is made anew in the background.
+const KEY_REFRESH_AFTER: Duration = Duration::from_secs(1);
 /// Remembered lookups at most; past it the cache starts over.
 const KEY_CACHE_ENTRIES: usize = 10_000;
 /// `last_used` is written at most this often per key.
@@ -77,15 +89,26 @@ impl Refused {
 pub struct CheckFailed(pub StoreError);
 
 struct Cached {
+    /// When the lookup that found it began.
     fetched: Instant,
     /// Shared, so a warm lookup copies no strings.
     key: Option<Arc<KeyRecord>>,
 }
 
+type KeyLookup = Result<Option<Arc<KeyRecord>>, StoreError>;
+/// A lookup under way, which every request for its key awaits.
+type InFlight = Shared<oneshot::Receiver<KeyLookup>>;
+
+#[derive(Default)]
+struct KeyCache {
+    found: HashMap<String, Cached>,
+    loading: HashMap<String, InFlight>,
+}
+
 pub struct Verifier {
     keys: Arc<dyn KeyStore>,
     jwt: Option<JwtVerifier>,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Arc<Mutex<KeyCache>>,
     touched: Mutex<HashMap<String, i64>>,
     timeout: Duration,
 }
@@ -95,7 +118,7 @@ impl Verifier {
         Self {
             keys,
             jwt,
-            cache: Mutex::default(),
+            cache: Arc::default(),
             touched: Mutex::default(),
             timeout,
         }
@@ -155,37 +178,55 @@ impl Verifier {
 
     /// The active key with this hash, from the cache while it is fresh.
     async fn lookup(&self, hash: &str) -> Result<Option<Arc<KeyRecord>>, CheckFailed> {
-        {
-            let cache = self.cache.lock().expect("key cache lock");
-            if let Some(cached) = cache
-                .get(hash)
-                .filter(|c| c.fetched.elapsed() < KEY_CACHE_TTL)
-            {
-                return Ok(cached.key.clone());
-            }
-        }
-        let found = match tokio::time::timeout(self.timeout, self.keys.key_by_hash(hash)).await {
-            Ok(Ok(found)) => found.filter(|key| !key.is_revoked()).map(Arc::new),
-            Ok(Err(error)) => return Err(CheckFailed(error)),
-            Err(_) => {
-                return Err(CheckFailed(StoreError::Unavailable(format!(
-                    "the key lookup took longer than {:?}",
-                    self.timeout
-                ))));
+        let in_flight = {
+            let mut cache = self.cache.lock().expect("key cache lock");
+            let warm = cache.found.get(hash).map(|c| (c.fetched.elapsed(), c.key.clone()));
+            match warm {
+                Some((age, key)) if age < KEY_CACHE_TTL => {
+                    if age >= KEY_REFRESH_AFTER && !cache.loading.contains_key(hash) {
+                        drop(self.start_lookup(&mut cache, hash));
+                    }
+                    return Ok(key);
+                }
+                _ => match cache.loading.get(hash) {
+                    Some(in_flight) => in_flight.clone(),
+                    None => self.start_lookup(&mut cache, hash),
+                },
             }
         };
-        let mut cache = self.cache.lock().expect("key cache lock");
-        if cache.len() >= KEY_CACHE_ENTRIES {
-            cache.clear();
+        match in_flight.await {
+            Ok(found) => found.map_err(CheckFailed),
+            Err(_) => Err(CheckFailed(StoreError::Unavailable("the key lookup stopped unanswered".into()))),
         }
-        cache.insert(
-            hash.to_owned(),
-            Cached {
-                fetched: Instant::now(),
-                key: found.clone(),
-            },
-        );
-        Ok(found)
+    }
+
+    /// Starts looking `hash` up in a task of its own, which fills the cache
+    /// whether or not the requests awaiting it are still there.
+    fn start_lookup(&self, cache: &mut KeyCache, hash: &str) -> InFlight {
+        let (tell, answer) = oneshot::channel();
+        let in_flight = answer.shared();
+        cache.loading.insert(hash.to_owned(), in_flight.clone());
+        let (keys, shared_cache, hash, timeout) = (self.keys.clone(), self.cache.clone(), hash.to_owned(), self.timeout);
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let found = match tokio::time::timeout(timeout, keys.key_by_hash(&hash)).await {
+                Ok(Ok(found)) => Ok(found.filter(|key| !key.is_revoked()).map(Arc::new)),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(StoreError::Unavailable(format!("the key lookup took longer than {timeout:?}"))),
+            };
+            {
+                let mut cache = shared_cache.lock().expect("key cache lock");
+                cache.loading.remove(&hash);
+                if let Ok(key) = &found {
+                    if cache.found.len() >= KEY_CACHE_ENTRIES {
+                        cache.found.clear();
+                    }
+                    cache.found.insert(hash, Cached { fetched: began, key: key.clone() });
+                }
+            }
+            let _ = tell.send(found);
+        });
+        in_flight
     }
 
     /// Records the key's use in the background, at most once a minute.
@@ -265,5 +306,90 @@ mod tests {
             .expect("check")
             .expect_err("revoked");
         assert_eq!(after.refusal, Refusal::Unauthenticated);
+    }
+
+    /// The key store, counting lookups and able to hold them until released.
+    struct CountedKeys {
+        inner: Arc<dyn KeyStore>,
+        lookups: std::sync::atomic::AtomicUsize,
+        hold: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for CountedKeys {
+        async fn create_key(&self, key: &KeyRecord) -> crate::store::StoreResult<()> {
+            self.inner.create_key(key).await
+        }
+        async fn key_by_hash(&self, hash: &str) -> crate::store::StoreResult<Option<KeyRecord>> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(self.hold.acquire().await.expect("open"));
+            self.inner.key_by_hash(hash).await
+        }
+        async fn list_keys(&self) -> crate::store::StoreResult<Vec<KeyRecord>> {
+            self.inner.list_keys().await
+        }
+        async fn revoke_key(&self, id_or_name: &str, at_ms: i64) -> crate::store::StoreResult<crate::store::keys::Revoked> {
+            self.inner.revoke_key(id_or_name, at_ms).await
+        }
+        async fn touch_key(&self, id: &str, at_ms: i64) -> crate::store::StoreResult<()> {
+            self.inner.touch_key(id, at_ms).await
+        }
+        async fn append_audit(&self, entries: &[crate::store::keys::AuditEntry]) -> crate::store::StoreResult<()> {
+            self.inner.append_audit(entries).await
+        }
+        async fn audit_since(&self, since_ms: i64, limit: u32) -> crate::store::StoreResult<Vec<crate::store::keys::AuditEntry>> {
+            self.inner.audit_since(since_ms, limit).await
+        }
+    }
+
+    /// Requests for a key not seen lately share one lookup; a key in use is
+    /// looked up anew in the background, its requests served meanwhile; a
+    /// revocation still takes effect within the bound.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_share_one_lookup_and_a_key_in_use_never_waits_on_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner: Arc<dyn KeyStore> = Arc::new(SqliteKeys::open(dir.path()).expect("open"));
+        let created = create_key(&*inner, "shared", vec![Scope::OrdersRead], None, "test").await.expect("create");
+        let keys = Arc::new(CountedKeys { inner, lookups: Default::default(), hold: tokio::sync::Semaphore::new(0) });
+        let lookups = || keys.lookups.load(std::sync::atomic::Ordering::SeqCst);
+        let verifier = Arc::new(Verifier::new(keys.clone(), None, Duration::from_secs(5)));
+        let header = format!("Bearer {}", created.text);
+        let check = || {
+            let (verifier, header) = (verifier.clone(), header.clone());
+            tokio::spawn(async move { verifier.verify(Some(&header), Scope::OrdersRead).await.expect("check").expect("granted") })
+        };
+
+        let cold: Vec<_> = (0..20).map(|_| check()).collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(lookups(), 1, "20 requests for a cold key: one lookup");
+        keys.hold.add_permits(1_000);
+        for request in cold {
+            request.await.expect("request");
+        }
+
+        // Past the refresh age, requests are served at once (the store held)
+        // and one lookup runs meanwhile.
+        keys.hold.forget_permits(1_000);
+        tokio::time::sleep(KEY_REFRESH_AFTER + Duration::from_millis(100)).await;
+        for _ in 0..20 {
+            tokio::time::timeout(Duration::from_millis(500), check()).await.expect("served from the cache").expect("request");
+        }
+        assert_eq!(lookups(), 2, "one lookup in the background");
+        keys.hold.add_permits(1_000);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        check().await.expect("request");
+        assert_eq!(lookups(), 2, "refreshed: warm again");
+
+        // Revoked: refused within the bound, though the key is in use throughout.
+        keys.revoke_key(&created.record.id, now_ms()).await.expect("revoke");
+        let revoked_at = Instant::now();
+        loop {
+            let answer = verifier.verify(Some(&header), Scope::OrdersRead).await.expect("check");
+            if answer.is_err() {
+                break;
+            }
+            assert!(revoked_at.elapsed() < KEY_CACHE_TTL, "a revoked key is refused within {KEY_CACHE_TTL:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
