@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ::mongodb::options::{Acknowledgment, ReadPreference};
 use orders_sidecar::store::mongo::{MongoSettings, MongoStore};
+use orders_testkit::fault_proxy::FaultProxy;
 use orders_sidecar::store::sqlite::SqliteStore;
 use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreError, WriteOutcome};
 use orders_testkit::services::MongoServer;
@@ -261,7 +262,11 @@ macro_rules! conformance {
 }
 
 async fn mongo_store(uri: &str, database: &str) -> MongoStore {
-    MongoStore::connect(&MongoSettings {
+    MongoStore::connect(&mongo_settings(uri, database)).await.expect("connect")
+}
+
+fn mongo_settings(uri: &str, database: &str) -> MongoSettings {
+    MongoSettings {
         uri: uri.to_owned(),
         database: database.to_owned(),
         max_pool_size: 8,
@@ -272,9 +277,8 @@ async fn mongo_store(uri: &str, database: &str) -> MongoStore {
         // exercised here, only passed through (see an_unreachable_mongodb_is_named).
         read_preference: ReadPreference::Primary,
         collection_names: Default::default(),
-    })
-    .await
-    .expect("connect")
+        read_time_limit: Some(Duration::from_secs(5)),
+    }
 }
 
 conformance!(
@@ -314,6 +318,30 @@ async fn mongodb_data_and_indexes_survive_a_server_restart() {
     assert_eq!(store.get(ORDERS, &id).await.expect("get").expect("doc")["product"], "durable");
 }
 
+/// Reads carry the store timeout to the server (`maxTimeMS`), so a query
+/// the sidecar gave up on does not go on loading the database. Checked on
+/// the wire, not by timing: how long a page query takes differs between
+/// servers (SecantusDB scans where MongoDB walks the `_id` index; both stop
+/// a query at its `maxTimeMS`).
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_reads_carry_their_time_limit_to_the_server() {
+    let server = MongoServer::start().expect("server");
+    let upstream = format!("127.0.0.1:{}", server.port).parse().expect("address");
+    for limit in [Some(Duration::from_millis(4321)), None] {
+        let proxy = FaultProxy::start(upstream).await.expect("proxy");
+        let uri = format!("mongodb://{}/?directConnection=true", proxy.address);
+        let store = MongoStore::connect(&MongoSettings { read_time_limit: limit, ..mongo_settings(&uri, "time_limit") })
+            .await
+            .expect("connect");
+        let id = id_of(&created(&store, "limited").await);
+        store.get(ORDERS, &id).await.expect("get").expect("found");
+        store.list(ORDERS, None, 10).await.expect("list");
+        // BSON: type int32, key `maxTimeMS`, the value in milliseconds.
+        let carried = proxy.sent_count(&[b"\x10maxTimeMS\0".as_slice(), &4321i32.to_le_bytes()].concat());
+        assert_eq!(carried, if limit.is_some() { 2 } else { 0 }, "the get and the list, with {limit:?}");
+    }
+}
+
 /// Read preference and write concern are typed (the CLI parses and names
 /// them: tests/faults.rs); what is left to the store is a host that does not
 /// answer, named without the credentials.
@@ -328,6 +356,7 @@ async fn an_unreachable_mongodb_is_named_without_its_credentials() {
         write_concern: Acknowledgment::Majority,
         read_preference: ReadPreference::SecondaryPreferred { options: None },
         collection_names: Default::default(),
+        read_time_limit: None,
     };
     let error = MongoStore::connect(&unreachable).await.err().expect("unreachable").to_string();
     assert!(error.contains("127.0.0.1:1") && error.contains("ORDERS_MONGO_URI"), "{error}");

@@ -80,6 +80,7 @@ impl StoreLocation {
             write_concern: write.to_driver(),
             read_preference: read.to_driver(),
             collection_names,
+            read_time_limit: None,
         })
     }
 }
@@ -131,14 +132,16 @@ impl StoreOptions {
         self.bundles.check()
     }
 
-    /// MongoDB's settings, when a URI is configured.
+    /// MongoDB's settings, when a URI is configured; reads carry the store
+    /// timeout to the server.
     pub fn mongo_settings(&self) -> Option<MongoSettings> {
-        self.location.mongo_settings(
+        let settings = self.location.mongo_settings(
             self.mongo_pool_size,
             self.mongo_write_concern,
             self.mongo_read_preference,
             HashMap::from([(ORDERS_COLLECTION.to_owned(), self.mongo_collection.clone())]),
-        )
+        )?;
+        Some(MongoSettings { read_time_limit: Some(Duration::from_millis(self.store_timeout_ms)), ..settings })
     }
 
     /// The prefix of every Redis key of this database's cache, queues and logs.

@@ -5,10 +5,12 @@
 //! deliver it after a short partition; connections opened meanwhile are
 //! held, then forwarded).
 //!
-//! Loopback only: it listens on 127.0.0.1 and forwards to one address.
+//! Loopback only: it listens on 127.0.0.1 and forwards to one address. It
+//! keeps the first bytes clients sent, for tests that check what went on
+//! the wire rather than how long a server took.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -33,8 +35,19 @@ pub enum Fault {
 pub struct FaultProxy {
     pub address: SocketAddr,
     fault: watch::Sender<Fault>,
-    resets: Arc<AtomicU64>,
+    tally: Arc<Tally>,
     accepting: tokio::task::JoinHandle<()>,
+}
+
+/// The bytes clients sent that a test may look at, at most.
+const KEPT_SENT_BYTES: usize = 4 << 20;
+
+/// What the proxy counted and kept, over every connection.
+#[derive(Default)]
+struct Tally {
+    resets: AtomicU64,
+    /// What clients sent upstream, in arrival order, up to `KEPT_SENT_BYTES`.
+    sent: Mutex<Vec<u8>>,
 }
 
 impl FaultProxy {
@@ -43,20 +56,20 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (fault, watching) = watch::channel(Fault::Pass);
-        let resets = Arc::new(AtomicU64::new(0));
-        let counted = resets.clone();
+        let tally = Arc::new(Tally::default());
+        let counted = tally.clone();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (watching, resets) = (watching.clone(), counted.clone());
+                let (watching, tally) = (watching.clone(), counted.clone());
                 tokio::spawn(async move {
-                    let _ = relay(client, upstream, watching, resets).await;
+                    let _ = relay(client, upstream, watching, tally).await;
                 });
             }
         });
         Ok(Self {
             address,
             fault,
-            resets,
+            tally,
             accepting,
         })
     }
@@ -67,7 +80,15 @@ impl FaultProxy {
 
     /// Connections this proxy has reset so far.
     pub fn resets(&self) -> u64 {
-        self.resets.load(Ordering::Relaxed)
+        self.tally.resets.load(Ordering::Relaxed)
+    }
+
+    /// How often `needle` occurs in what clients sent so far (a chunk
+    /// boundary may split one occurrence: give the needle room to be whole,
+    /// e.g. a BSON key, which a client writes in one message).
+    pub fn sent_count(&self, needle: &[u8]) -> usize {
+        let sent = self.tally.sent.lock().expect("tally lock");
+        sent.windows(needle.len()).filter(|window| *window == needle).count()
     }
 }
 
@@ -121,7 +142,7 @@ async fn relay(
     mut client: TcpStream,
     upstream: SocketAddr,
     mut watching: watch::Receiver<Fault>,
-    resets: Arc<AtomicU64>,
+    tally: Arc<Tally>,
 ) -> Result<()> {
     pass_the_black_hole(&mut watching).await;
     let mut server = TcpStream::connect(upstream).await?;
@@ -140,7 +161,7 @@ async fn relay(
         match pass_the_black_hole(&mut watching).await {
             Fault::Latency(delay) if way == Way::ToClient => tokio::time::sleep(delay).await,
             Fault::ResetRandomly { per_mille } if dice.per_mille() < per_mille => {
-                resets.fetch_add(1, Ordering::Relaxed);
+                tally.resets.fetch_add(1, Ordering::Relaxed);
                 reset(client);
                 reset(server);
                 return Ok(());
@@ -148,7 +169,15 @@ async fn relay(
             _ => {}
         }
         match way {
-            Way::ToUpstream => server.write_all(&from_client[..read]).await?,
+            Way::ToUpstream => {
+                let chunk = &from_client[..read];
+                {
+                    let mut sent = tally.sent.lock().expect("tally lock");
+                    let room = KEPT_SENT_BYTES.saturating_sub(sent.len());
+                    sent.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                server.write_all(chunk).await?
+            }
             Way::ToClient => client.write_all(&from_server[..read]).await?,
         }
     }

@@ -24,6 +24,7 @@ use mongodb::options::{
     SelectionCriteria, WriteConcern,
 };
 use mongodb::event::cmap::CmapEvent;
+use mongodb::action::Action;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::{Map, Value};
 
@@ -49,6 +50,9 @@ pub struct MongoSettings {
     /// Physical collection names by the API's collection name, e.g.
     /// `orders` → `orders` (the old deployment's name, the default).
     pub collection_names: std::collections::HashMap<String, String>,
+    /// The server's own bound on a read (`maxTimeMS`): the sidecar's store
+    /// timeout, so a query it gave up on does not go on loading the server.
+    pub read_time_limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for MongoSettings {
@@ -59,6 +63,7 @@ impl std::fmt::Debug for MongoSettings {
             .field("max_pool_size", &self.max_pool_size)
             .field("write_concern", &self.write_concern)
             .field("read_preference", &self.read_preference)
+            .field("read_time_limit", &self.read_time_limit)
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +73,7 @@ pub struct MongoStore {
     host_list: String,
     pool: Arc<PoolCounters>,
     collection_names: std::collections::HashMap<String, String>,
+    read_time_limit: Option<Duration>,
 }
 
 /// Connections of the driver's pool, counted from its CMAP events (the
@@ -134,7 +140,13 @@ impl MongoStore {
                 e.kind
             )
         })?;
-        let store = Self { database, host_list, pool, collection_names: settings.collection_names.clone() };
+        let store = Self {
+            database,
+            host_list,
+            pool,
+            collection_names: settings.collection_names.clone(),
+            read_time_limit: settings.read_time_limit,
+        };
         store.create_indexes().await?;
         Ok(store)
     }
@@ -285,7 +297,12 @@ impl DocumentStore for MongoStore {
 
     async fn get(&self, collection: &str, id: &str) -> StoreResult<Option<Doc>> {
         let id = object_id(id)?;
-        let found = self.documents(collection).find_one(doc! { "_id": id }).await.map_err(unavailable)?;
+        let found = self
+            .documents(collection)
+            .find_one(doc! { "_id": id })
+            .optional(self.read_time_limit, |find, limit| find.max_time(limit))
+            .await
+            .map_err(unavailable)?;
         Ok(found.map(to_json))
     }
 
@@ -301,6 +318,7 @@ impl DocumentStore for MongoStore {
             .sort(doc! { "_id": 1 })
             .limit(i64::from(limit))
             .batch_size(limit.min(1000))
+            .optional(self.read_time_limit, |find, limit| find.max_time(limit))
             .await
             .map_err(unavailable)?;
         let documents: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
