@@ -355,14 +355,12 @@ def targets(records, facts):
                 why += (f"The first failures ({', '.join(kinds)}): {failures[0]['reason']} at {failures[0]['at_s']} s, "
                         f"sent at {failures[0].get('sent_at_s')} s. ")
                 if failures[0]["at_s"] >= 300:
-                    why += ("That is just past the cache TTL (300 s): the first page, filled at the start, turns stale "
-                            "and one reader re-reads it while the others are served the stale copy (ADR 0015); on "
-                            "SecantusDB that one page query sorts the whole collection (some 100,000 orders by then; "
-                            "see the database's own figures above) and outlasts the 5 s store timeout, and the store "
-                            "answers nothing else meanwhile: creates time out, and so, most likely, does the API key's "
-                            "lookup, which every sidecar repeats every 2 s (the revocation bound, ADR 0010), so even "
-                            "lists served from the cache got 503 after the same 5 s. A MongoDB server walks the `_id` "
-                            "index for that query. ")
+                    why += ("That is just past the cache TTL (300 s), when the first page, filled at the start, "
+                            "turns stale: one reader re-reads it while the others are served the stale copy, and a "
+                            "failed re-read pauses the next (ADR 0015); the query carries the store timeout to the "
+                            "server (maxTimeMS). On SecantusDB that page query scans the collection (some 100,000 "
+                            "orders by then; see the database's own figures above), where a MongoDB server walks "
+                            "the `_id` index. ")
             why += ("The pinned process (runner + sidecar) is not the limit when the store time dominates. "
                     + LIST_PAGES_AND_INSERTS + ". What would move it: a store that commits writes in groups, on "
                     "cores of its own.")
