@@ -380,17 +380,24 @@ def targets(records, facts):
         worst = max(rss_values)
         add("peak RSS per instance under load", "≤ 100 MiB", f"{fmt(worst[0])} MiB ({worst[1]})", worst[0] <= 100,
             "Each live component instance keeps its memory resident while a request waits (slow database answers "
-            "mean more instances alive at once, up to --max-instances 256). Fewer slots, or smaller linear memories, "
-            "would move it.")
+            "mean more instances alive at once, up to --max-instances 256), and every pooling slot once used keeps "
+            "up to 4 MiB of touched pages (linear_memory_keep_resident, set to spare the page faults). Measured "
+            "(docs/request-path.md): fewer warm slots (max_unused_warm_slots 0) changed nothing; two glibc arenas "
+            "took a tenth off the MongoDB run only. What would move it: a smaller keep-resident size, measured "
+            "against the page faults it brings back, or smaller linear memories.")
     else:
         add("peak RSS per instance under load", "≤ 100 MiB", None, False)
 
     inst = find(records, "instantiation")
     if inst and inst.get("p50_us") is not None:
         add("per-request component instantiation, p50", "≤ 20 µs", f"{fmt(inst['p50_us'])} µs (p99 {fmt(inst.get('p99_us'))} µs)",
-            inst["p50_us"] <= 20, "Instantiation takes a warm pooling-allocator slot (docs/request-path.md) and builds "
-            "the instance's WASI and HTTP context; the p50 is interpolated within the histogram's 10–25–50 µs buckets. What would move it: "
-            "a leaner per-request context (no WASI filesystem or environment the endpoint components never use).")
+            inst["p50_us"] <= 20, "The figure times `instantiate_async` alone (the WASI and HTTP context is built "
+            "before it): a warm pooling-allocator slot (docs/request-path.md), the component's memory image and its "
+            "imports filled in. It is read from `orders up` after the max-throughput runs, so it includes waits for "
+            "a core shared with wrk, Redis and the database, and the p50 is interpolated within the histogram's "
+            "10–25–50 µs buckets. Not yet measured: the engine's own cost on an idle core, which would say whether "
+            "fewer imports per component (beside wasi:http, an endpoint component imports the wasi:cli stdio, terminal, "
+            "environment and exit interfaces that Rust's standard library brings) would move it.")
     else:
         add("per-request component instantiation, p50", "≤ 20 µs", None, False)
 
