@@ -296,9 +296,12 @@ def targets(records, facts):
             text += (f"The database alone takes {baseline.get('inserts_per_s_16_threads', 0):,} inserts/s from 16 "
                      f"threads with write concern majority + journal, which every system here uses "
                      f"(the axum reference: {fmt(axum['rps'] if axum else None)} req/s)")
-            text += "; creates are bound by the database for every system, so the ratio cannot go far above 1×. "
+            text += ("; creates are bound by the database for every system, so the ratio cannot go far above 1×, "
+                     "and here the database shares its two cores with the service under test, so a service's own "
+                     "CPU per create (ours: see the CPU shares above) takes from the database's. ")
         text += ("What would move it: a store that commits journal writes in groups (the embedded store does, "
-                 "docs/request-path.md; a real MongoDB replica set does too), or the database on its own cores.")
+                 "docs/request-path.md; a real MongoDB replica set does too), the database on its own cores, and "
+                 "less CPU per create in ours.")
         return text
 
     ratio_target("max RPS create vs the old service, same write concern", 2, "create", "flask", create_explain)
