@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use ::mongodb::options::{Acknowledgment, ReadPreference};
 use orders_sidecar::store::mongo::{MongoSettings, MongoStore};
-use orders_testkit::fault_proxy::FaultProxy;
 use orders_sidecar::store::sqlite::SqliteStore;
 use orders_sidecar::store::{Doc, DocumentStore, Idempotency, ImportOutcome, InsertOutcome, StoreError, WriteOutcome};
+use orders_testkit::fault_proxy::FaultProxy;
 use orders_testkit::services::MongoServer;
 use orders_vocabulary::id::is_object_id;
 use serde_json::{Map, Value, json};
@@ -831,7 +831,8 @@ mod keys {
     use orders_sidecar::store::keys::mongo::MongoKeys;
     use orders_sidecar::store::keys::sqlite::SqliteKeys;
     use orders_sidecar::store::keys::{AuditEntry, KeyStore, Revoked};
-    use orders_testkit::services::MongoServer;
+    use orders_testkit::fault_proxy::FaultProxy;
+use orders_testkit::services::MongoServer;
 
     macro_rules! on_both_key_stores {
         ($($case:ident),* $(,)?) => {
