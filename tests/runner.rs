@@ -37,19 +37,27 @@ struct Probe {
 }
 
 fn probe() -> Probe {
-    ensure_components_built().expect("components build");
     let dir = tempfile::tempdir().expect("tempdir");
     let allowed_port = pong_server();
-    let data_dir = dir.path().display().to_string();
+    let (process, api) = serve_probe(dir.path(), allowed_port, "serve.log");
+    Probe { api, allowed_port, _process: process, _dir: dir }
+}
+
+/// `orders serve` of the probe manifest on `data_dir`, logging to `log` there.
+fn serve_probe(data_dir: &std::path::Path, allowed_port: u16, log: &str) -> (OwnedProcess, Api) {
+    ensure_components_built().expect("components build");
+    let data_dir_arg = data_dir.display().to_string();
     let args = [
-        "serve", "--listen", "127.0.0.1:0", "--manifest", "tests/fixtures/probe.toml", "--no-build",
+        "serve", "--listen", "127.0.0.1:0", "--manifest", PROBE_MANIFEST, "--no-build",
         "--sidecar-url", "http://127.0.0.1:9", "--sidecar-token", "unused", "--max-body-bytes", "1000",
-        "--data-dir", &data_dir,
+        "--data-dir", &data_dir_arg,
     ];
     let env = [("SPIN_VARIABLE_ALLOWED_PORT", allowed_port.to_string())];
-    let (process, url) = start_orders(ORDERS, &args, &env, &dir.path().join("serve.log")).expect("orders serve");
-    Probe { api: Api::new(&url), allowed_port, _process: process, _dir: dir }
+    let (process, url) = start_orders(ORDERS, &args, &env, &data_dir.join(log)).expect("orders serve");
+    (process, Api::new(&url))
 }
+
+const PROBE_MANIFEST: &str = "tests/fixtures/probe.toml";
 
 async fn report(api: &Api, path: &str) -> Value {
     let answer = api.get(path).await;
@@ -289,4 +297,57 @@ async fn metrics_report_instantiation_time_per_function() {
     let metrics = probe.api.client.get(format!("{}/metrics", probe.api.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("orders_component_instantiation_seconds_count{function=\"exact\"} 1"), "{metrics}");
     assert!(metrics.contains("orders_http_requests_total{function=\"exact\",status=\"200\"} 1"), "{metrics}");
+}
+
+/// The `components compiled` lines of a log (`orders compile`'s own).
+fn compile_lines(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .expect("log")
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "components compiled")
+        .collect()
+}
+
+/// A server compiles what the code cache lacks in a child process, so the
+/// compiler's memory (about 60 MiB of these components' worth) never stays
+/// in the process that serves; a later start, or one after `orders compile`,
+/// compiles nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn components_are_compiled_once_and_outside_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allowed_port = pong_server();
+
+    let (mut first, api) = serve_probe(dir.path(), allowed_port, "first.log");
+    report(&api, "/exact").await;
+    let compiled = compile_lines(&dir.path().join("first.log"));
+    assert_eq!(compiled.len(), 1, "one compile, in a child: {compiled:?}");
+    // Every component of probe.toml is the one probe.wasm.
+    assert_eq!(compiled[0]["fields"]["compiled"], 1, "{compiled:?}");
+    assert_ne!(compiled[0]["fields"]["pid"], first.pid(), "compiled by the server itself: {compiled:?}");
+    first.stop();
+
+    let (_second, api) = serve_probe(dir.path(), allowed_port, "second.log");
+    report(&api, "/exact").await;
+    assert_eq!(compile_lines(&dir.path().join("second.log")), Vec::<Value>::new(), "the cached code is loaded as it is");
+
+    // `orders compile` bakes the cache in ahead, and only once.
+    let ahead = tempfile::tempdir().expect("tempdir");
+    for expected in [1, 0] {
+        let log = ahead.path().join(format!("compile-{expected}.log"));
+        let status = std::process::Command::new(ORDERS)
+            .current_dir(orders_testkit::repo_root())
+            .args(["compile", "--manifest", PROBE_MANIFEST, "--data-dir"])
+            .arg(ahead.path())
+            .env("ORDERS_LOG", "info")
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .status()
+            .expect("orders compile");
+        assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        let lines = compile_lines(&log);
+        assert_eq!(lines.iter().map(|line| line["fields"]["compiled"].clone()).collect::<Vec<_>>(), [expected], "{lines:?}");
+    }
+    let (_third, api) = serve_probe(ahead.path(), allowed_port, "serve.log");
+    report(&api, "/exact").await;
+    assert_eq!(compile_lines(&ahead.path().join("serve.log")), Vec::<Value>::new());
 }

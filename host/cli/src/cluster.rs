@@ -86,6 +86,8 @@ pub async fn run(args: ClusterArgs, log: &str) -> Result<()> {
         crate::components::build_if_stale(&args.runner.manifest)?;
     }
     let manifest = std::path::absolute(&args.runner.manifest)?;
+    // Once for every instance, which then only loads the code.
+    crate::compile::ahead_in_child(&manifest, &data_dir)?;
     let token = random_token();
     args.auth.settings(args.listen, "--listen")?;
     let admin_key = match args.auth.enabled() {

@@ -4,6 +4,7 @@ mod auth_options;
 mod bundle_options;
 mod cluster;
 mod cluster_process;
+mod compile;
 mod components;
 mod config;
 mod fd_limit;
@@ -61,6 +62,9 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Print the audit trail: every accepted write and key change.
     Audit(keys::AuditArgs),
+    /// Compile the components to machine code into the data directory's cache (servers do
+    /// it on their own at start; this bakes it in ahead, e.g. into an image).
+    Compile(compile::CompileArgs),
 }
 
 impl Command {
@@ -75,7 +79,7 @@ impl Command {
             Command::Migrate(args) => args.store.check(),
             Command::Export(args) => args.store.check(),
             Command::Import(args) => args.store.check(),
-            Command::Seed(_) | Command::Keys(_) | Command::Audit(_) => Ok(()),
+            Command::Seed(_) | Command::Keys(_) | Command::Audit(_) | Command::Compile(_) => Ok(()),
         }
     }
 }
@@ -103,6 +107,7 @@ fn main() -> Result<()> {
             Command::Import(args) => transfer::import(args).await,
             Command::Keys(args) => keys::run(args).await,
             Command::Audit(args) => keys::audit(args).await,
+            Command::Compile(args) => compile::run(args),
         }
     });
     result.unwrap_or_else(|e| fail(e));

@@ -182,10 +182,11 @@ fn load_app(
     fd_limit::raise_for(runner.max_connections);
     let manifest_path =
         if runner.manifest.is_absolute() { runner.manifest.clone() } else { std::env::current_dir()?.join(&runner.manifest) };
+    crate::compile::ahead_in_child(&manifest_path, data_dir)?;
     AppShared::load(
         AppConfig {
             manifest_path,
-            cache_dir: data_dir.join("compiled"),
+            cache_dir: crate::compile::cache_dir(data_dir),
             variables,
             limits: runner.limits()?,
             in_process,

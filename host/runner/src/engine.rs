@@ -31,14 +31,27 @@ pub fn new_engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
         .total_tables(max_instances * 4)
         .max_memory_size(max_memory);
     keep_slots_warm(&mut pool, pagemap_scan_available());
-    let mut config = Config::new();
+    let mut config = code_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    // Compiled code checks the epoch at loop heads and function entries, so
-    // a guest that never calls the host can still be stopped.
-    config.epoch_interruption(true);
     let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))?;
     start_epoch_ticker(&engine)?;
     Ok(engine)
+}
+
+/// An engine that only compiles: the code settings of [`new_engine`]'s,
+/// so its output is what a serving engine loads (the same compatibility
+/// hash, pinned by a test), without a pool or an epoch ticker.
+pub fn compiling_engine() -> Result<Engine> {
+    Engine::new(&code_config()).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e}"))
+}
+
+/// What decides the machine code, as opposed to where instances live.
+fn code_config() -> Config {
+    let mut config = Config::new();
+    // Compiled code checks the epoch at loop heads and function entries, so
+    // a guest that never calls the host can still be stopped.
+    config.epoch_interruption(true);
+    config
 }
 
 /// Linear memory kept resident per slot between requests: more than a
@@ -102,28 +115,56 @@ fn start_epoch_ticker(engine: &Engine) -> Result<()> {
 /// Loads a component, compiling it only if the cache has no code for these
 /// exact bytes under this engine configuration.
 pub fn load_component(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Component> {
-    let bytes = std::fs::read(wasm_path)
-        .with_context(|| format!("cannot read component {}", wasm_path.display()))?;
+    let bytes = read_component(wasm_path)?;
     let cached = cache_path(engine, &bytes, cache_dir);
     if cached.exists() {
-        // SAFETY: the cache directory only holds files this function wrote
-        // with `precompile_component` for this engine configuration.
+        // SAFETY: the cache directory only holds files `compile_to_cache`
+        // wrote for an engine with this compatibility hash.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(component) => return Ok(component),
             Err(error) => tracing::warn!(path = %cached.display(), %error, "discarding unusable cached component"),
         }
     }
+    let code = compile_to_cache(engine, &bytes, wasm_path, &cached)?;
+    // SAFETY: `code` was produced just above by this engine.
+    unsafe { Component::deserialize(engine, &code) }
+        .map_err(|e| anyhow::anyhow!("cannot load compiled {}: {e}", wasm_path.display()))
+}
+
+/// Whether the cache lacks this engine's code for the component.
+pub fn needs_compiling(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<bool> {
+    Ok(!cache_path(engine, &read_component(wasm_path)?, cache_dir).exists())
+}
+
+/// Compiles the component into the cache unless its code is there already;
+/// says whether it compiled.
+pub fn compile_if_missing(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<bool> {
+    let bytes = read_component(wasm_path)?;
+    let cached = cache_path(engine, &bytes, cache_dir);
+    if cached.exists() {
+        return Ok(false);
+    }
+    compile_to_cache(engine, &bytes, wasm_path, &cached)?;
+    Ok(true)
+}
+
+fn read_component(wasm_path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(wasm_path).with_context(|| format!("cannot read component {}", wasm_path.display()))
+}
+
+/// Compiles and writes the code under its cache name (through a private
+/// temporary file and a rename, so a reader never sees half a file).
+fn compile_to_cache(engine: &Engine, bytes: &[u8], wasm_path: &Path, cached: &Path) -> Result<Vec<u8>> {
     let code = engine
-        .precompile_component(&bytes)
+        .precompile_component(bytes)
         .map_err(|e| anyhow::anyhow!("cannot compile {}: {e}", wasm_path.display()))?;
+    let cache_dir = cached.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
     let partial = cached.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&partial, &code).with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, &cached).with_context(|| format!("cannot write {}", cached.display()))?;
-    // SAFETY: `code` was produced just above by this engine.
-    unsafe { Component::deserialize(engine, &code) }
-        .map_err(|e| anyhow::anyhow!("cannot load compiled {}: {e}", wasm_path.display()))
+    std::fs::rename(&partial, cached).with_context(|| format!("cannot write {}", cached.display()))?;
+    Ok(code)
 }
 
 fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
@@ -135,7 +176,18 @@ fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_at_least;
+    use super::*;
+
+    /// `orders compile` writes with a compiling engine what a server, with
+    /// whatever limits, loads: same cache names, so nothing is compiled twice.
+    #[test]
+    fn code_compiled_ahead_is_what_every_server_engine_loads() {
+        let dir = Path::new("/cache");
+        let compiled = cache_path(&compiling_engine().unwrap(), b"component", dir);
+        for (instances, memory) in [(4, 16 << 20), (512, 128 << 20)] {
+            assert_eq!(cache_path(&new_engine(instances, memory).unwrap(), b"component", dir), compiled);
+        }
+    }
 
     #[test]
     fn kernel_releases_are_compared_by_major_and_minor() {

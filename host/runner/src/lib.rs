@@ -5,6 +5,7 @@
 pub mod app;
 pub mod budget;
 pub mod client;
+pub mod compile;
 pub mod connections;
 pub mod engine;
 pub mod headers;
