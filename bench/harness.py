@@ -300,6 +300,47 @@ def vm_kib(pid, field="VmHWM"):
     return 0
 
 
+def pss_kib(pid):
+    """Proportional set size: each page counted once however many mappings share it.
+    VmRSS counts a page once per mapping, and every pooling slot maps the
+    pages of its component's memory image it read, so RSS counts those
+    shared, clean pages once per slot."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PssWatch:
+    """The largest PSS each process reached while a run went on (sampled twice a second)."""
+
+    peaks = {}
+
+    def __init__(self, pids):
+        self.pids = list(pids)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while True:
+            for pid in self.pids:
+                PssWatch.peaks[pid] = max(PssWatch.peaks.get(pid, 0), pss_kib(pid))
+            if self.stop.wait(0.5):
+                return
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+
+    @staticmethod
+    def peak_mib(pids):
+        return round(sum(PssWatch.peaks.get(pid, 0) for pid in pids) / 1024, 1)
+
+
 class CpuWatch:
     """CPU seconds used by named groups of processes over one run."""
 
@@ -825,7 +866,9 @@ class Bench:
         """One wrk run, with the CPU of the system (and the stores) and the product's metrics over it."""
         watch = CpuWatch({"system": pids, **self.store_pids()})
         product = MetricsWatch(self.metrics_urls)
+        memory = PssWatch(pids)
         result = self.wrk(base, script, id_file, connections, self.settings.wrk_seconds, cold_stride=cold_stride)
+        memory.done()
         result["connections"] = connections
         result["cpu_percent"] = {**watch.shares(), "wrk": result["wrk_cpu_percent"]}
         result["product_metrics"] = product.summary()
@@ -855,7 +898,7 @@ class Bench:
         return self.record(
             scenario, system, rps=round(result["rps"], 1), p50_ms=result["p50_us"] / 1000, p99_ms=result["p99_us"] / 1000,
             p999_ms=result["p999_us"] / 1000, errors=result["errors_total"], peak_rss_mib=self.peak_rss(pids),
-            connections=result["connections"], cpu_percent=result["cpu_percent"],
+            peak_pss_mib=PssWatch.peak_mib(pids), connections=result["connections"], cpu_percent=result["cpu_percent"],
             product_metrics=result["product_metrics"] or None, cpu_us_per_request=cpu_us,
             sweep=[{"connections": r["connections"], "rps": round(r["rps"], 1), "errors": r["errors_total"]} for r in runs],
             **(extra or {}))
@@ -941,19 +984,22 @@ class Bench:
                     hop_overhead_mean_us=hop, outbound_to_sidecar=outbound, sidecar_operation=sidecar, store_operation=store,
                     where=where,
                     source="orders_outbound_request_duration_seconds{destination=sidecar} minus orders_sidecar_operation_duration_seconds (means)")
-        self.record("peak-rss", label, peak_rss_mib=self.peak_rss(pids), where=where,
+        self.record("peak-rss", label, peak_rss_mib=self.peak_rss(pids), peak_pss_mib=PssWatch.peak_mib(pids), where=where,
                     processes=[{"pid": pid, "peak_rss_mib": round(vm_kib(pid) / 1024, 1)} for pid in pids])
 
     def user_model(self, scenario, system, base, pids, args, timeout, pin=None, **fields):
         """One users.py run, recorded with who used the CPU and what the product's counters saw."""
         watch = CpuWatch({"system": pids, **self.store_pids()})
         product = MetricsWatch(self.metrics_urls)
+        memory = PssWatch(pids)
         result = self.users(base, args, timeout=timeout, pin=pin)
+        memory.done()
         cpu = {**watch.shares(), "generator": result["generator_total_cpu_percent"]}
         rps = result["steady_rps"] if fields.pop("steady", False) and result["steady_rps"] else result["rps"]
         return self.record(
             scenario, system, rps=rps, p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], p999_ms=result["p999_ms"],
-            errors=result["failures"], peak_rss_mib=self.peak_rss(pids), users=result["users_target"],
+            errors=result["failures"], peak_rss_mib=self.peak_rss(pids), peak_pss_mib=PssWatch.peak_mib(pids),
+            users=result["users_target"],
             spawned=result["spawned"], spawn_rate=result["spawn_rate"], seconds=result["seconds"],
             steady_rps=result["steady_rps"], peak_users=result["peak_users_ok"] if "--stop-on-failure" in args else None,
             retried=result.get("retried"), by_kind=result.get("by_kind"), first_failures=result["first_failures"],
