@@ -154,6 +154,10 @@ class Service:
     def stop(self, grace=15.0):
         if self.process is None or self.process.returncode is not None:
             return
+        # The processes it started too: gunicorn's workers outlived a master
+        # killed after the grace, orphaned and still busy, and took CPU from
+        # every phase after (found in the full run of 2026-12-07 15:11).
+        started_by_it = [pid for pid in process_tree(self.process.pid) if pid != self.process.pid]
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -161,6 +165,11 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+        for pid in started_by_it:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         PIDS.remove(self.process.pid)
         if self in SERVICES:
             SERVICES.remove(self)
