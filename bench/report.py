@@ -403,9 +403,9 @@ def targets(records, facts):
             "before it): a warm pooling-allocator slot (docs/request-path.md), the component's memory image and its "
             "imports filled in. It is read from `orders up` after the max-throughput runs, so it includes waits for "
             "a core shared with wrk, Redis and the database, and the p50 is interpolated within the histogram's "
-            "10–25–50 µs buckets. On an idle machine (3,000 cached gets one after another, docs/request-path.md) "
-            "90% took 10–25 µs and none under 10 (p50 interpolated 18 µs), so the wait for a core is what puts "
-            "it over. What would move it: finer buckets to tell 18 from 23 µs, and fewer imports per component "
+            "buckets (5 µs apart up to 25 µs). On an idle machine (3,000 cached gets one after another, "
+            "docs/request-path.md) 90% took 10–25 µs and none under 10, so the wait for a core is what puts "
+            "it over. What would move it: dedicated cores, and fewer imports per component "
             "(beside wasi:http, an endpoint component imports the wasi:cli stdio, terminal, environment and exit "
             "interfaces that Rust's standard library brings).")
     else:
