@@ -831,8 +831,7 @@ mod keys {
     use orders_sidecar::store::keys::mongo::MongoKeys;
     use orders_sidecar::store::keys::sqlite::SqliteKeys;
     use orders_sidecar::store::keys::{AuditEntry, KeyStore, Revoked};
-    use orders_testkit::fault_proxy::FaultProxy;
-use orders_testkit::services::MongoServer;
+    use orders_testkit::services::MongoServer;
 
     macro_rules! on_both_key_stores {
         ($($case:ident),* $(,)?) => {
