@@ -40,8 +40,8 @@ fn service(cache: Arc<dyn Cache>) -> Service {
 
 /// The embedded store, able to hold the result of one list read until
 /// released (after the read itself, so what it holds may turn stale) or to
-/// fail one, and counting list reads. Everything else passes straight
-/// through.
+/// fail one, counting list reads, and able to apply writes late. Everything
+/// else passes straight through.
 struct GatedStore {
     inner: Arc<dyn DocumentStore>,
     lists: AtomicUsize,
@@ -49,18 +49,45 @@ struct GatedStore {
     fail_next: AtomicBool,
     held: Notify,
     release: Notify,
+    /// Writes wait this long first, and then are applied whether or not
+    /// their caller still waits, as a database applies a write its client
+    /// gave up on.
+    late_writes: std::sync::Mutex<Option<Duration>>,
 }
 
 impl GatedStore {
     fn new(inner: Arc<dyn DocumentStore>) -> Self {
         let (hold_next, fail_next) = (AtomicBool::new(false), AtomicBool::new(false));
-        Self { inner, lists: AtomicUsize::new(0), hold_next, fail_next, held: Notify::new(), release: Notify::new() }
+        let late_writes = std::sync::Mutex::new(None);
+        Self { inner, lists: AtomicUsize::new(0), hold_next, fail_next, held: Notify::new(), release: Notify::new(), late_writes }
     }
 
     /// A data path over this store, on `service`'s cache.
     fn data(self: &Arc<Self>, service: &Service) -> Arc<DataService> {
+        self.data_with_timeout(service, Duration::from_secs(5))
+    }
+
+    fn data_with_timeout(self: &Arc<Self>, service: &Service, store_timeout: Duration) -> Arc<DataService> {
         let metrics = SidecarMetrics::new(Registry::default());
-        Arc::new(DataService::new(self.clone(), service.cache.clone(), metrics, Duration::from_secs(5)))
+        Arc::new(DataService::new(self.clone(), service.cache.clone(), metrics, store_timeout))
+    }
+
+    /// Runs `write` on the inner store, late if writes are.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(Arc<dyn DocumentStore>) -> futures::future::BoxFuture<'static, StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let late = *self.late_writes.lock().expect("lock");
+        let applied = write(self.inner.clone());
+        match late {
+            None => applied.await,
+            Some(delay) => tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                applied.await
+            })
+            .await
+            .expect("the late write"),
+        }
     }
 }
 
@@ -88,13 +115,16 @@ impl DocumentStore for GatedStore {
         Ok(docs)
     }
     async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
-        self.inner.insert(collection, fields, idempotency).await
+        let collection = collection.to_owned();
+        self.write(|inner| Box::pin(async move { inner.insert(&collection, fields, idempotency).await })).await
     }
     async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
-        self.inner.update(collection, id, set, if_version).await
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write(|inner| Box::pin(async move { inner.update(&collection, &id, set, if_version).await })).await
     }
     async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
-        self.inner.delete(collection, id, if_version).await
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write(|inner| Box::pin(async move { inner.delete(&collection, &id, if_version).await })).await
     }
     async fn count(&self, collection: &str) -> StoreResult<u64> {
         self.inner.count(collection).await
@@ -455,6 +485,40 @@ async fn no_stale_read_under_concurrent_writes(service: Service) {
     assert_eq!(all_pages(data).await, store_pages(data).await);
 }
 
+/// A write the store applies after its caller gave up (the store timeout
+/// answered 503) still retires what the cache holds of it: the document it
+/// changed, and the last page an insert extends. Before, the write's cache
+/// step went with its caller, and the old copies were served until the TTL.
+async fn a_write_applied_after_its_timeout_still_retires_the_cached_copies(service: Service) {
+    let gated = Arc::new(GatedStore::new(service.data.store().clone()));
+    let data = gated.data_with_timeout(&service, Duration::from_millis(100));
+    let id = insert(&data, 1).await;
+    let quantity = |body: String| serde_json::from_str::<Value>(&body).expect("JSON")["doc"]["quantity"].as_i64();
+    assert_eq!(quantity(data.get_body(ORDERS, &id).await.expect("read").expect("found")), Some(1));
+    assert_eq!(page(&data, None).await.len(), 1, "the last page, now cached");
+
+    *gated.late_writes.lock().expect("lock") = Some(Duration::from_millis(400));
+    let set = json!({ "quantity": 2 }).as_object().cloned().expect("an object");
+    let updated = data.update(ORDERS, &id, set, None).await;
+    assert!(matches!(updated, Err(StoreError::Unavailable(_))), "the caller gave up: {updated:?}");
+    let inserted = data.insert(ORDERS, order(3), None).await;
+    assert!(matches!(inserted, Err(StoreError::Unavailable(_))), "the caller gave up: {inserted:?}");
+    *gated.late_writes.lock().expect("lock") = None;
+
+    // The store applies both a moment later, and then the copies cached
+    // before them must go (the TTL is minutes away).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let order = quantity(data.get_body(ORDERS, &id).await.expect("read").expect("found"));
+        let listed = page(&data, None).await.len();
+        if (order, listed) == (Some(2), 2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still served from before the late writes: quantity {order:?}, {listed} listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 macro_rules! both_caches {
     ($($case:ident => $ttl:expr),* $(,)?) => {
         mod memory {
@@ -497,4 +561,5 @@ both_caches!(
     a_page_past_its_ttl_is_served_while_one_reader_reads_it_anew => SHORT_TTL,
     a_stale_page_is_read_anew_once_through_inserts_and_paused_after_a_failure => ROOMY_TTL,
     no_stale_read_under_concurrent_writes => TTL,
+    a_write_applied_after_its_timeout_still_retires_the_cached_copies => TTL,
 );

@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::cache::{Cache, CacheResult, Entry, EntryKind, Generation, Lookup};
+use crate::cache::{Cache, Entry, EntryKind, Generation, Lookup};
 use crate::metrics::{CacheOutcome, SidecarMetrics, StoreMetrics, StoreOperation};
 use crate::store::{Doc, DocumentStore, Idempotency, InsertOutcome, StoreError, StoreResult, WriteOutcome};
 
+/// How long a write's task waits for the store after its caller stopped
+/// waiting (see [`DataService::write`]): far past any store timeout, short
+/// of holding a store connection for good.
+const LATE_WRITE_LIMIT: Duration = Duration::from_secs(60);
 /// How long reads skip a cache that just failed.
 const CACHE_RETRY_AFTER: Duration = Duration::from_millis(500);
 /// After a stale entry's re-read failed, how long its copy is served before
@@ -38,7 +42,7 @@ const PAUSED_ENTRIES: usize = 10_000;
 pub struct DataService {
     store: Arc<dyn DocumentStore>,
     cache: Arc<dyn Cache>,
-    breaker: Mutex<Breaker>,
+    cache_health: Arc<CacheHealth>,
     flights: Flights,
     metrics: SidecarMetrics,
     store_metrics: StoreMetrics,
@@ -51,10 +55,40 @@ struct Breaker {
     needs_reset: bool,
 }
 
+/// The cache's circuit breaker, which a write's task trips too when its
+/// cache step fails after the caller has gone.
+struct CacheHealth {
+    breaker: Mutex<Breaker>,
+    metrics: SidecarMetrics,
+}
+
+impl CacheHealth {
+    fn trip(&self, reason: &str) {
+        let mut breaker = self.breaker.lock().expect("breaker lock");
+        if breaker.open_until.is_none() {
+            tracing::warn!(reason, "cache unavailable: serving from the store until it recovers");
+        }
+        breaker.open_until = Some(Instant::now() + CACHE_RETRY_AFTER);
+        breaker.needs_reset = true;
+        self.metrics.cache_degraded.set(1);
+    }
+}
+
+/// What a write that changed the store does to the cache.
+enum CacheStep {
+    /// A new document with this id: the collection's last pages retire.
+    Inserted(String),
+    /// This document changed or is gone: its entry and every page retire.
+    Invalidate(String),
+    /// An insert whose outcome is unknown: every page retires.
+    RetirePages,
+}
+
 impl DataService {
     pub fn new(store: Arc<dyn DocumentStore>, cache: Arc<dyn Cache>, metrics: SidecarMetrics, timeout: Duration) -> Self {
         let store_metrics = metrics.store(store.backend());
-        Self { store, cache, breaker: Mutex::default(), flights: Flights::default(), metrics, store_metrics, timeout }
+        let cache_health = Arc::new(CacheHealth { breaker: Mutex::default(), metrics: metrics.clone() });
+        Self { store, cache, cache_health, flights: Flights::default(), metrics, store_metrics, timeout }
     }
 
     pub fn store(&self) -> &Arc<dyn DocumentStore> {
@@ -104,27 +138,80 @@ impl DataService {
     }
 
     pub async fn insert(&self, collection: &str, fields: Map<String, Value>, idempotency: Option<Idempotency>) -> StoreResult<InsertOutcome> {
-        let outcome = self.timed(StoreOperation::Insert, self.store.insert(collection, fields, idempotency)).await?;
-        if let InsertOutcome::Created(doc) = &outcome {
-            self.cache_written(self.cache.inserted(collection, doc_id(doc)).await);
-        }
-        Ok(outcome)
+        let (store, name) = (self.store.clone(), collection.to_owned());
+        let write = async move { store.insert(&name, fields, idempotency).await };
+        self.write(StoreOperation::Insert, collection, write, CacheStep::RetirePages, |outcome| match outcome {
+            InsertOutcome::Created(doc) => Some(CacheStep::Inserted(doc_id(doc).to_owned())),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
-        let outcome = self.timed(StoreOperation::Update, self.store.update(collection, id, set, if_version)).await?;
-        if matches!(outcome, WriteOutcome::Done(_)) {
-            self.cache_written(self.cache.invalidate(collection, id).await);
-        }
-        Ok(outcome)
+        let (store, name, owned_id) = (self.store.clone(), collection.to_owned(), id.to_owned());
+        let write = async move { store.update(&name, &owned_id, set, if_version).await };
+        let id = id.to_owned();
+        self.write(StoreOperation::Update, collection, write, CacheStep::Invalidate(id.clone()), move |outcome| {
+            matches!(outcome, WriteOutcome::Done(_)).then_some(CacheStep::Invalidate(id))
+        })
+        .await
     }
 
     pub async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
-        let outcome = self.timed(StoreOperation::Delete, self.store.delete(collection, id, if_version)).await?;
-        if matches!(outcome, WriteOutcome::Done(_)) {
-            self.cache_written(self.cache.invalidate(collection, id).await);
-        }
-        Ok(outcome)
+        let (store, name, owned_id) = (self.store.clone(), collection.to_owned(), id.to_owned());
+        let write = async move { store.delete(&name, &owned_id, if_version).await };
+        let id = id.to_owned();
+        self.write(StoreOperation::Delete, collection, write, CacheStep::Invalidate(id.clone()), move |outcome| {
+            matches!(outcome, WriteOutcome::Done(_)).then_some(CacheStep::Invalidate(id))
+        })
+        .await
+    }
+
+    /// Runs a write's store call, then the cache step its outcome calls for,
+    /// on a task of its own, and waits for them within the store timeout.
+    /// A store may apply a write after its caller stopped waiting (that
+    /// timeout, the request cut off by its client or its deadline): the
+    /// cache step must follow the store's answer, not the caller's patience,
+    /// or the cache would keep serving the old copy of what the store changed
+    /// until its TTL ran out. A write still unanswered after
+    /// [`LATE_WRITE_LIMIT`] is abandoned (its store call dropped, so a store
+    /// that never answers holds no task or connection for good), and, its
+    /// outcome unknown, takes the `unknown` step.
+    async fn write<T: Send + 'static>(
+        &self,
+        operation: StoreOperation,
+        collection: &str,
+        write: impl Future<Output = StoreResult<T>> + Send + 'static,
+        unknown: CacheStep,
+        cache_step: impl FnOnce(&T) -> Option<CacheStep> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (cache, health, collection) = (self.cache.clone(), self.cache_health.clone(), collection.to_owned());
+        let task = tokio::spawn(async move {
+            let (step, result) = match tokio::time::timeout(LATE_WRITE_LIMIT, write).await {
+                Ok(Ok(outcome)) => (cache_step(&outcome), Ok(outcome)),
+                Ok(Err(error)) => (None, Err(error)),
+                Err(_) => {
+                    tracing::warn!(collection, operation = operation.label(), "a write still unanswered after {LATE_WRITE_LIMIT:?}: abandoned, what the cache holds of it retired");
+                    (Some(unknown), Err(StoreError::Unavailable(format!("{} unanswered", operation.label()))))
+                }
+            };
+            let stepped = match &step {
+                None => Ok(()),
+                Some(CacheStep::Inserted(id)) => cache.inserted(&collection, id).await,
+                Some(CacheStep::Invalidate(id)) => cache.invalidate(&collection, id).await,
+                // A new generation retires every page; no document has the empty id.
+                Some(CacheStep::RetirePages) => cache.invalidate(&collection, "").await,
+            };
+            if let Err(error) = stepped {
+                // The write stands, but the cache missed it: not to be trusted until reset.
+                health.trip(&error.to_string());
+            }
+            result
+        });
+        self.timed(operation, async {
+            task.await.unwrap_or_else(|failed| Err(StoreError::Unavailable(format!("the write's task failed: {failed}"))))
+        })
+        .await
     }
 
     async fn read_through(
@@ -194,28 +281,14 @@ impl DataService {
         answer
     }
 
-    /// After a write's cache step: if it failed, the write stands but the
-    /// cache must not be trusted until reset.
-    fn cache_written(&self, result: CacheResult<()>) {
-        if let Err(error) = result {
-            self.trip(&error.to_string());
-        }
-    }
-
     fn trip(&self, reason: &str) {
-        let mut breaker = self.breaker.lock().expect("breaker lock");
-        if breaker.open_until.is_none() {
-            tracing::warn!(reason, "cache unavailable: serving from the store until it recovers");
-        }
-        breaker.open_until = Some(Instant::now() + CACHE_RETRY_AFTER);
-        breaker.needs_reset = true;
-        self.metrics.cache_degraded.set(1);
+        self.cache_health.trip(reason);
     }
 
     /// Whether reads may use the cache now; resets it first after a failure.
     async fn cache_usable(&self) -> bool {
         {
-            let breaker = self.breaker.lock().expect("breaker lock");
+            let breaker = self.cache_health.breaker.lock().expect("breaker lock");
             if !breaker.needs_reset {
                 return true;
             }
@@ -225,7 +298,7 @@ impl DataService {
         }
         match self.cache.reset().await {
             Ok(()) => {
-                let mut breaker = self.breaker.lock().expect("breaker lock");
+                let mut breaker = self.cache_health.breaker.lock().expect("breaker lock");
                 *breaker = Breaker::default();
                 self.metrics.cache_degraded.set(0);
                 tracing::info!("cache reachable again; reset and back in use");
