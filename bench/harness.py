@@ -769,7 +769,9 @@ class Bench:
             services.append(sidecar)
             service = Service("spin", taskset + [self.spin, "up", "--listen", f"127.0.0.1:{spin_port}", "--from", str(ROOT / "spin.toml")],
                               log_dir, env=clean_env(SPIN_VARIABLE_SIDECAR_TOKEN=token,
-                                                     SPIN_VARIABLE_SIDECAR_URL=f"http://127.0.0.1:{sidecar_port}"),
+                                                     SPIN_VARIABLE_SIDECAR_URL=f"http://127.0.0.1:{sidecar_port}",
+                                                     # Required by the manifest; Spin refuses to start without it.
+                                                     SPIN_VARIABLE_DOWNLOAD_SECRET="bench-" + os.urandom(16).hex()),
                               cwd=str(self.run_dir))
             service.base = f"http://127.0.0.1:{spin_port}"
         else:
