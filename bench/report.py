@@ -749,6 +749,11 @@ def markdown(records, facts, notes, scenario):
         "(majority, journaled, through its `MONGO_URI`) instead of its deployment's default w:1. The **axum reference** "
         "(`bench/peers/axum-reference`) serves the same routes and shapes, with pagination, from one native "
         "process with the same driver, pool size and write concern as ours, and no cache.",
+        *(["- **spin** is `spin up --from spin.toml` (the same components, unmodified) beside an `orders sidecar` on "
+           "the same MongoDB + Redis. No `spin` binary installs on this machine: the one measured is Spin's own HTTP "
+           "trigger and factors built from Spin's source (`minispin`; its version is in Versions above), which "
+           "serves a manifest the way `spin up` does, a fresh instance per request."]
+          if any(r["system"] == "spin" for r in records) else []),
         f"- Max throughput: `wrk -t2 --latency` for {settings.get('wrk_seconds')} s at "
         f"{', '.join(str(c) for c in settings.get('connections', []))} connections; the best run with no errors is "
         "kept (p99.9 from a `done()` hook, bench/wrk/*.lua). Cache warm: every seeded id read once first; cache cold: "
