@@ -74,6 +74,13 @@ impl CacheHealth {
     }
 }
 
+/// An update's or delete's cache step: the document's entry and pages
+/// retire when the write was done (not when it was refused or missed).
+fn invalidate_when_done<T>(id: &str) -> impl FnOnce(&WriteOutcome<T>) -> Option<CacheStep> + Send + 'static {
+    let id = id.to_owned();
+    move |outcome| matches!(outcome, WriteOutcome::Done(_)).then_some(CacheStep::Invalidate(id))
+}
+
 /// What a write that changed the store does to the cache.
 enum CacheStep {
     /// A new document with this id: the collection's last pages retire.
@@ -150,21 +157,13 @@ impl DataService {
     pub async fn update(&self, collection: &str, id: &str, set: Map<String, Value>, if_version: Option<i64>) -> StoreResult<WriteOutcome<Doc>> {
         let (store, name, owned_id) = (self.store.clone(), collection.to_owned(), id.to_owned());
         let write = async move { store.update(&name, &owned_id, set, if_version).await };
-        let id = id.to_owned();
-        self.write(StoreOperation::Update, collection, write, CacheStep::Invalidate(id.clone()), move |outcome| {
-            matches!(outcome, WriteOutcome::Done(_)).then_some(CacheStep::Invalidate(id))
-        })
-        .await
+        self.write(StoreOperation::Update, collection, write, CacheStep::Invalidate(id.to_owned()), invalidate_when_done(id)).await
     }
 
     pub async fn delete(&self, collection: &str, id: &str, if_version: Option<i64>) -> StoreResult<WriteOutcome<()>> {
         let (store, name, owned_id) = (self.store.clone(), collection.to_owned(), id.to_owned());
         let write = async move { store.delete(&name, &owned_id, if_version).await };
-        let id = id.to_owned();
-        self.write(StoreOperation::Delete, collection, write, CacheStep::Invalidate(id.clone()), move |outcome| {
-            matches!(outcome, WriteOutcome::Done(_)).then_some(CacheStep::Invalidate(id))
-        })
-        .await
+        self.write(StoreOperation::Delete, collection, write, CacheStep::Invalidate(id.to_owned()), invalidate_when_done(id)).await
     }
 
     /// Runs a write's store call, then the cache step its outcome calls for,
